@@ -1,0 +1,317 @@
+"""``perf-hf``: lm-eval's ``hf`` model with every batch timed and the run's efficiency recorded.
+
+The subclass is deliberately narrow. It overrides lm-eval's three request methods (to open one
+monitor window per call), the two narrow waists ``_model_call`` and ``_model_generate`` (to time each
+batch, synchronized), ``_select_cont_toks`` (to learn each scored row's unpadded length) and
+``get_model_info`` (to put the ``efficiency`` record into lm-eval's results JSON). Batching, padding,
+tokenization and decoding are lm-eval's own, so per-sample outputs equal ``--model hf``'s.
+
+Model arguments beyond HFLM's (all optional):
+
+* ``monitor_interval`` (s, default 0.1) - sampling period of the GPU/host sampler.
+* ``warmup_batches`` (default 0) - first batches of each request kind left out of latency figures.
+* ``print_summary`` (default true) - print a short efficiency table when the process ends, i.e.
+  after lm-eval's own tables.
+* ``peak_flops`` (FLOP/s), ``peak_bandwidth`` (bytes/s) - override the device peaks for MFU/MBU.
+* ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
+  of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+
+``pretrained`` also accepts ``path/to/model.gguf``, ``bundled:smollm2`` and ``arch:<preset>``
+(random weights built on the device); see :mod:`lm_eval_perf.models.sources`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import difflib
+import inspect
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import transformers
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from lm_eval_perf import registration
+from lm_eval_perf.errors import UserInputError, install_excepthook
+from lm_eval_perf.models import sources
+from lm_eval_perf.models.session import EvalSession, TokenTimer
+from lm_eval_perf.models.shape import model_devices, model_shape
+from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
+from lm_eval_perf.monitor.sources import NoGpuSource
+from lm_eval_perf.tasks.plugin import is_plugin_request, run_plugin
+
+install_excepthook()
+
+HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+# Keyword arguments HFLM forwards to ``from_pretrained`` that are not config attributes.
+FROM_PRETRAINED_ARGS = frozenset(
+    {
+        "attn_implementation",
+        "device_map",
+        "low_cpu_mem_usage",
+        "load_in_8bit",
+        "load_in_4bit",
+        "bnb_4bit_compute_dtype",
+        "bnb_4bit_quant_type",
+        "bnb_4bit_use_double_quant",
+        "max_memory",
+        "offload_state_dict",
+        "use_safetensors",
+        "variant",
+        "cache_dir",
+        "local_files_only",
+        "token",
+        "key_mapping",
+        "use_kernels",
+        "quantization_config",
+        "force_download",
+        "proxies",
+    }
+)
+
+
+def _check_dtype(name: str, value) -> None:
+    if value is None or isinstance(value, torch.dtype) or value == "auto":
+        return
+    if not isinstance(getattr(torch, str(value), None), torch.dtype):
+        raise UserInputError(f"{name}={value!r} is not a torch dtype: use auto, bfloat16, float16 or float32")
+
+
+def _check_writable(path: str) -> None:
+    target = Path(path).expanduser()
+    folder = target if target.suffix != ".json" else target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lm-eval-perf-write-test-"):
+            pass
+    except OSError as exc:
+        raise UserInputError(f"output path {path} is not writable: {exc.strerror or exc}") from exc
+
+
+_LAST_RECORDS: list[dict] = []
+
+
+def _print_last_records() -> None:
+    from lm_eval_perf.report.console import render_efficiency
+
+    for record in _LAST_RECORDS:
+        print(render_efficiency(record))
+
+
+@register_model("perf-hf")
+class PerfHFLM(HFLM):
+    """lm-eval's HFLM plus a performance monitor; see the module docstring for the extra arguments."""
+
+    def __init__(
+        self,
+        pretrained: str | transformers.PreTrainedModel,
+        monitor_interval: float = 0.1,
+        warmup_batches: int = 0,
+        print_summary: bool = True,
+        peak_flops: float | None = None,
+        peak_bandwidth: float | None = None,
+        artifacts_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        try:
+            monitor_interval, warmup_batches = float(monitor_interval), int(warmup_batches)
+        except (TypeError, ValueError) as exc:
+            raise UserInputError(f"monitor_interval/warmup_batches must be numbers: {exc}") from exc
+        if monitor_interval <= 0 or warmup_batches < 0:
+            raise UserInputError("monitor_interval must be > 0 seconds and warmup_batches >= 0")
+        for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
+            _check_dtype(key, kwargs.get(key))
+        self._extra_args = {k for k in kwargs if k not in HFLM_ARGS}
+        if registration.output_path():
+            _check_writable(registration.output_path())  # fail now, not after hours of evaluation
+
+        self.source: sources.ModelSource | None = None
+        if isinstance(pretrained, str):
+            self.source = sources.resolve(
+                pretrained, kwargs.pop("tokenizer", None), kwargs.pop("gguf_file", None)
+            )
+            kwargs.update(
+                pretrained=self.source.pretrained,
+                tokenizer=self.source.tokenizer,
+                gguf_file=self.source.gguf_file,
+            )
+        else:
+            kwargs["pretrained"] = pretrained
+        started = time.perf_counter()
+        super().__init__(**kwargs)
+        self.load_time_s = time.perf_counter() - started
+
+        self.monitor_interval = monitor_interval
+        self.warmup_batches = warmup_batches
+        self.print_summary = bool(print_summary)
+        self.shape = model_shape(self.model)
+        self.devices = model_devices(self.model)
+        self.peaks = peaks_for(
+            torch.cuda.get_device_name(self.devices[0]) if self.devices else None,
+            None if peak_flops is None else float(peak_flops),
+            None if peak_bandwidth is None else float(peak_bandwidth),
+        )
+        self._artifacts_dir = artifacts_dir
+        self._session: EvalSession | None = None
+        self._probing = False
+        self.efficiency: dict | None = None
+
+    # -- loading hooks (HFLM calls these from its __init__) --------------------------------------
+
+    def _get_config(self, pretrained: str, **kwargs) -> None:
+        if self.source is not None and self.source.random_weights:
+            config = dict(self.source.arch_config)  # type: ignore[arg-type]
+            self._config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        else:
+            try:
+                super()._get_config(pretrained, **kwargs)
+            except OSError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
+        unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
+        if unknown:
+            known = sorted(
+                HFLM_ARGS | FROM_PRETRAINED_ARGS | set(inspect.signature(PerfHFLM.__init__).parameters)
+            )
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise UserInputError(
+                f"unknown model_args key {unknown[0]!r} for perf-hf"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+
+    def _create_model(self, pretrained: str, dtype="auto", **kwargs) -> None:
+        if self.source is None or not self.source.random_weights:
+            super()._create_model(pretrained, dtype=dtype, **kwargs)
+            return
+        torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
+        with torch.device(self._device):
+            self._model = transformers.AutoModelForCausalLM.from_config(self._config, dtype=torch_dtype)
+
+    # -- the three request methods ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _measuring(self, kind: str, requests) -> Iterator[None]:
+        """One monitor window around one call of a request method; starts a session if needed."""
+        if self._session is None:
+            gpu = None if self.devices else NoGpuSource(f"the model runs on {self.device}: no GPU to monitor")
+            monitor = PerformanceMonitor(
+                interval_s=self.monitor_interval,
+                devices=self.devices,
+                model_shape=self.shape,
+                peaks=self.peaks,
+                warmup_batches=self.warmup_batches,
+                gpu_source=gpu,
+            )
+            self._session = EvalSession(monitor)
+        self._session.begin(kind, requests)
+        try:
+            yield
+        finally:
+            self._session.end()
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        with self._measuring("loglikelihood", requests):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        with self._measuring("loglikelihood_rolling", requests):
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        plugins = {i for i, r in enumerate(requests) if is_plugin_request(r.args[1])}
+        if not plugins:
+            with self._measuring("generate_until", requests):
+                return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        # Plugin tasks (throughput sweep, ESD) are carried out here and measure themselves.
+        results: list[str | None] = [
+            run_plugin(self, requests[i].args[1]) if i in plugins else None for i in range(len(requests))
+        ]
+        normal = [r for i, r in enumerate(requests) if i not in plugins]
+        if normal:
+            with self._measuring("generate_until", normal):
+                outputs = iter(super().generate_until(normal, disable_tqdm=disable_tqdm))
+            results = [next(outputs) if r is None else r for r in results]
+        return results
+
+    def artifacts_dir(self) -> Path:
+        """Where plugin tasks write their files: next to lm-eval's results JSON when there is one."""
+        if self._artifacts_dir is not None:
+            return Path(self._artifacts_dir).expanduser()
+        return registration.results_dir() or Path.cwd() / "lm_eval_perf_artifacts"
+
+    # -- the narrow waists -----------------------------------------------------------------------
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        self._probing = True  # batch-size probing passes are not part of the evaluation
+        try:
+            return super()._detect_batch_size(requests, pos)
+        finally:
+            self._probing = False
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        session = self._session
+        if session is None or self._probing:
+            return super()._model_call(inps, attn_mask, labels)
+        start = session.clock.now()
+        logits = super()._model_call(inps, attn_mask, labels)
+        session.forward(session.clock.now() - start, int(inps.shape[0]), int(inps.shape[1]))
+        return logits
+
+    def _select_cont_toks(self, logits, contlen=None, inplen=None):
+        if self._session is not None:
+            self._session.row(inplen)
+        return super()._select_cont_toks(logits, contlen=contlen, inplen=inplen)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        session = self._session
+        if session is None or self._probing:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        timer = TokenTimer(session.clock)
+        processors = generation_kwargs.pop("logits_processor", None)
+        generation_kwargs["logits_processor"] = transformers.LogitsProcessorList([*(processors or []), timer])
+        start = session.clock.now()
+        start_mark = session.clock.event()
+        output = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        latency = session.clock.now() - start
+        stop_ids = {i for i in (self.tokenizer.pad_token_id, self.eot_token_id) if i is not None}
+        session.generation(
+            latency,
+            context,
+            generation_kwargs.get("attention_mask"),
+            output,
+            sorted(stop_ids),
+            timer,
+            start_mark,
+        )
+        return output
+
+    # -- the record ------------------------------------------------------------------------------
+
+    def finish_measurement(self) -> dict | None:
+        """End the current session and return its efficiency record (the last one if none is open)."""
+        if self._session is not None:
+            record = self._session.close()
+            self._session = None
+            record["load"] = {
+                "model": self.source.label if self.source else type(self.model).__name__,
+                "random_weights": bool(self.source and self.source.random_weights),
+                "load_time_s": self.load_time_s,
+                "dtype": str(self.model.dtype).removeprefix("torch."),
+                "device": str(self.device),
+            }
+            self.efficiency = record
+            if self.print_summary:
+                if not _LAST_RECORDS:
+                    atexit.register(_print_last_records)
+                _LAST_RECORDS[:] = [record]
+        return self.efficiency
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["efficiency"] = self.finish_measurement()
+        return info

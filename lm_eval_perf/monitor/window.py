@@ -1,0 +1,213 @@
+"""Named windows (zeus-style) and what was measured in them.
+
+A window is [t0, t1] on the sampler's timeline; its :class:`Measurement` holds the device and host
+quantities over that span. Definitions (T = t1 - t0, per GPU, then summed or averaged as stated):
+
+* ``amu`` (average memory utilization, fraction 0..1) = (1/T) ∫ memory_used(t) / memory_total dt,
+  averaged over the GPUs. ``memory_used`` is NVML's device memory in use (all processes).
+* ``pcu`` (fraction 0..1) = (1/T) ∫ utilization(t) / 100 dt, averaged over the GPUs, where
+  utilization is NVML ``utilization.gpu``: the share of time *a kernel was running*, not the share
+  of FLOP/s (see MFU for that). ``pcu_peak`` is the largest sample.
+* ``aec_w`` (average energy consumption, watts; the paper's name) = (1/T) ∫ Σ_gpu P(t) dt.
+* ``energy_j`` (joules) = Σ_gpu [E(t1) - E(t0)] from NVML's total-energy counter, read at the edges.
+  The counter updates about every 100 ms: for windows shorter than ``COUNTER_RESOLUTION_S`` (or
+  without a counter) the integral of sampled power is used instead, and ``energy_source`` says so.
+  ``energy_integrated_j`` (∫ Σ P dt) is always reported beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from lm_eval_perf.monitor.sources import Sample
+from lm_eval_perf.monitor.timeline import integral, peak, time_average
+
+COUNTER_RESOLUTION_S = 0.1
+GIB = 1024**3
+
+
+@dataclass
+class Measurement:
+    """Quantities of one window; ``None`` means not measurable here, with a reason in ``unavailable``."""
+
+    name: str
+    start_s: float
+    end_s: float
+    duration_s: float
+    gpu_count: int
+    amu: float | None
+    memory_used_avg_gib: float | None
+    memory_used_peak_gib: float | None
+    process_memory_peak_gib: float | None
+    pcu: float | None
+    pcu_peak: float | None
+    aec_w: float | None
+    energy_j: float | None
+    energy_source: str | None
+    energy_integrated_j: float | None
+    host_rss_peak_gib: float | None
+    host_cpu_avg_pct: float | None
+    host_rapl_energy_j: float | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if len(known) == len(values) and known else None
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return sum(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def _gib(value: float | None) -> float | None:
+    return None if value is None else value / GIB
+
+
+def measure(
+    name: str,
+    timeline: list[Sample],
+    first: Sample,
+    last: Sample,
+    unavailable: dict[str, str],
+) -> Measurement:
+    """The :class:`Measurement` of the window whose edge samples are ``first`` and ``last``."""
+    t0, t1 = first.t_s, last.t_s
+    span = [s for s in timeline if t0 <= s.t_s <= t1]
+    notes = dict(unavailable)
+    gpu_indices = [g.index for g in first.gpus]
+
+    def series(index: int, attr: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
+        out = []
+        for s in span:
+            reading = next((g for g in s.gpus if g.index == index), None)
+            value = None if reading is None else getattr(reading, attr)
+            out.append((s.t_s, None if value is None else value * scale))
+        return out
+
+    def used_fraction(index: int) -> list[tuple[float, float | None]]:
+        out = []
+        for s in span:
+            g = next((g for g in s.gpus if g.index == index), None)
+            ok = g is not None and g.memory_used_bytes is not None and g.memory_total_bytes
+            out.append((s.t_s, g.memory_used_bytes / g.memory_total_bytes if ok else None))
+        return out
+
+    amu = _mean([time_average(used_fraction(i), t0, t1) for i in gpu_indices])
+    mem_avg = _sum([time_average(series(i, "memory_used_bytes"), t0, t1) for i in gpu_indices])
+    mem_peak = _sum([peak(series(i, "memory_used_bytes"), t0, t1) for i in gpu_indices])
+    proc_peak = _sum([peak(series(i, "process_memory_bytes"), t0, t1) for i in gpu_indices])
+    pcu = _mean([time_average(series(i, "utilization_pct", 0.01), t0, t1) for i in gpu_indices])
+    pcu_peak = max(
+        (v for i in gpu_indices if (v := peak(series(i, "utilization_pct", 0.01), t0, t1)) is not None),
+        default=None,
+    )
+    integrated = _sum([integral(series(i, "power_w"), t0, t1) for i in gpu_indices])
+    duration = t1 - t0
+    aec = None if integrated is None or duration <= 0 else integrated / duration
+
+    counter = _sum(
+        [
+            None if a.energy_j is None or b.energy_j is None else b.energy_j - a.energy_j
+            for a, b in zip(first.gpus, last.gpus)
+        ]
+    )
+    energy, source = None, None
+    if counter is not None and duration >= COUNTER_RESOLUTION_S:
+        energy, source = counter, "nvml_energy_counter"
+    elif integrated is not None:
+        energy, source = integrated, "integrated_power"
+        if counter is not None:
+            notes["energy_j"] = (
+                f"window of {duration * 1e3:.1f} ms is shorter than the ~100 ms update period of the "
+                "NVML energy counter: energy integrates sampled power instead"
+            )
+
+    host_points = [(s.t_s, s.host) for s in span if s.host is not None]
+    rss_peak = peak([(t, h.rss_bytes) for t, h in host_points], t0, t1)
+    cpu_avg = time_average([(t, h.cpu_pct) for t, h in host_points], t0, t1)
+    rapl = (
+        None
+        if first.host is None
+        or last.host is None
+        or first.host.rapl_energy_j is None
+        or last.host.rapl_energy_j is None
+        else last.host.rapl_energy_j - first.host.rapl_energy_j
+    )
+    if not gpu_indices:
+        for key in ("amu", "pcu", "aec_w", "energy_j", "memory_used_avg_gib"):
+            notes.setdefault(key, unavailable.get("gpu", "no GPU is monitored"))
+
+    return Measurement(
+        name=name,
+        start_s=t0,
+        end_s=t1,
+        duration_s=duration,
+        gpu_count=len(gpu_indices),
+        amu=amu,
+        memory_used_avg_gib=_gib(mem_avg),
+        memory_used_peak_gib=_gib(mem_peak),
+        process_memory_peak_gib=_gib(proc_peak),
+        pcu=pcu,
+        pcu_peak=pcu_peak,
+        aec_w=aec,
+        energy_j=energy,
+        energy_source=source,
+        energy_integrated_j=integrated,
+        host_rss_peak_gib=_gib(rss_peak),
+        host_cpu_avg_pct=cpu_avg,
+        host_rapl_energy_j=rapl,
+        unavailable=notes,
+    )
+
+
+def merge(name: str, parts: list[Measurement]) -> Measurement:
+    """One :class:`Measurement` for several disjoint windows of the same name.
+
+    Durations, energies and integrals add; time averages are weighted by duration; peaks take the max.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(p.duration_s for p in parts)
+
+    def add(attr: str) -> float | None:
+        return _sum([getattr(p, attr) for p in parts])
+
+    def weighted(attr: str) -> float | None:
+        values = [getattr(p, attr) for p in parts]
+        if total <= 0 or any(v is None for v in values):
+            return None
+        return sum(v * p.duration_s for v, p in zip(values, parts)) / total
+
+    def highest(attr: str) -> float | None:
+        values = [getattr(p, attr) for p in parts]
+        return None if any(v is None for v in values) else max(values)
+
+    sources = {p.energy_source for p in parts}
+    unavailable: dict[str, str] = {}
+    for p in parts:
+        unavailable.update(p.unavailable)
+    return Measurement(
+        name=name,
+        start_s=min(p.start_s for p in parts),
+        end_s=max(p.end_s for p in parts),
+        duration_s=total,
+        gpu_count=max(p.gpu_count for p in parts),
+        amu=weighted("amu"),
+        memory_used_avg_gib=weighted("memory_used_avg_gib"),
+        memory_used_peak_gib=highest("memory_used_peak_gib"),
+        process_memory_peak_gib=highest("process_memory_peak_gib"),
+        pcu=weighted("pcu"),
+        pcu_peak=highest("pcu_peak"),
+        aec_w=weighted("aec_w"),
+        energy_j=add("energy_j"),
+        energy_source=sources.pop() if len(sources) == 1 else "mixed",
+        energy_integrated_j=add("energy_integrated_j"),
+        host_rss_peak_gib=highest("host_rss_peak_gib"),
+        host_cpu_avg_pct=weighted("host_cpu_avg_pct"),
+        host_rapl_energy_j=add("host_rapl_energy_j"),
+        unavailable=unavailable,
+    )

@@ -1,0 +1,123 @@
+"""How lm-eval finds this project's model, tasks and output folder.
+
+lm-eval 0.4.13 has no plugin entry point for models or task folders, so three small hooks are
+applied the moment the corresponding lm-eval module has loaded (``lm_eval_perf._autoload`` calls
+:func:`on_lm_eval_module_loaded`; the ``lm-eval-perf`` command calls :func:`ensure_registered`):
+
+1. ``lm_eval.models`` - the lazy placeholder ``"perf-hf" -> "lm_eval_perf.models.perf_hf:PerfHFLM"``
+   is added to lm-eval's model registry, beside lm-eval's own placeholders. Nothing is imported
+   until ``--model perf-hf`` is looked up.
+2. ``lm_eval.tasks.manager`` - every ``TaskManager`` that includes lm-eval's built-in tasks also
+   indexes :data:`TASKS_DIR`, so ``--tasks perf_throughput``, ``esd`` and ``leaderboard_bbh_local``
+   need no ``--include_path``.
+3. ``lm_eval.loggers.evaluation_tracker`` - the run's ``EvaluationTracker`` is remembered
+   (:func:`output_path`, :func:`results_dir`), so ``perf-hf`` can refuse an unwritable output path
+   before evaluating, and plugin tasks write their per-point and per-layer files next to lm-eval's
+   results JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+MODEL_NAME = "perf-hf"
+MODEL_TARGET = "lm_eval_perf.models.perf_hf:PerfHFLM"
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+_state: dict[str, object] = {"tracker": None}
+
+
+def output_path() -> str | None:
+    """The ``--output_path`` of the running lm-eval evaluation, if one was given."""
+    tracker = _state["tracker"]
+    path = getattr(tracker, "output_path", None)
+    return str(path) if path else None
+
+
+def results_dir() -> Path | None:
+    """The folder lm-eval writes this run's ``results_*.json`` into, if there is an output path.
+
+    ``<output_path>/<model_name_sanitized>/`` as lm-eval's ``EvaluationTracker`` builds it (known once
+    ``simple_evaluate`` logged the model arguments), or the parent of an ``output_path`` ending in .json.
+    """
+    path = output_path()
+    if path is None:
+        return None
+    base = Path(path).expanduser()
+    if base.suffix == ".json":
+        return base.parent
+    name = getattr(getattr(_state["tracker"], "general_config_tracker", None), "model_name_sanitized", None)
+    return base / name if name else base
+
+
+def _register_model(models_module: ModuleType) -> None:
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def _add_task_dir(manager_module: ModuleType) -> None:
+    cls = manager_module.TaskManager
+    if getattr(cls.__init__, "_lm_eval_perf", False):
+        return
+    original = cls.__init__
+
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        if bound.arguments["include_defaults"]:
+            given = bound.arguments["include_path"]
+            paths = [] if given is None else list(given if isinstance(given, (list, tuple)) else [given])
+            if all(Path(p).resolve() != TASKS_DIR for p in paths):
+                # Indexed after lm-eval's defaults and before the user's paths: a user's own
+                # --include_path still overrides a task of ours with the same name.
+                paths.insert(0, TASKS_DIR)
+            bound.arguments["include_path"] = paths
+        original(*bound.args, **bound.kwargs)
+
+    __init__._lm_eval_perf = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+def _remember_output_path(tracker_module: ModuleType) -> None:
+    cls = tracker_module.EvaluationTracker
+    if getattr(cls.__init__, "_lm_eval_perf", False):
+        return
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        _state["tracker"] = self
+
+    __init__._lm_eval_perf = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+_HOOKS = {
+    "lm_eval.models": _register_model,
+    "lm_eval.tasks.manager": _add_task_dir,
+    "lm_eval.loggers.evaluation_tracker": _remember_output_path,
+}
+
+
+def on_lm_eval_module_loaded(module: ModuleType) -> None:
+    """Apply the hook that belongs to ``module`` (called by the start-up finder)."""
+    _HOOKS[module.__name__](module)
+
+
+def ensure_registered() -> None:
+    """Apply all hooks now, importing the lm-eval modules they need (used by ``lm-eval-perf``)."""
+    import importlib
+
+    for name, hook in _HOOKS.items():
+        module = sys.modules.get(name) or importlib.import_module(name)
+        hook(module)

@@ -1,0 +1,48 @@
+"""The local data source of ``leaderboard_bbh_local``.
+
+The group reuses lm-eval's own ``leaderboard_bbh_*`` task configs unchanged (prompts, 3-shot
+``first_n`` examples, ``acc_norm``) and only replaces where the documents come from: instead of the
+hub dataset ``SaylorTwift/bbh``, the BIG-Bench Hard files ``<bbh_dir>/<subset>.json``
+(``{"examples": [{"input": ..., "target": ...}]}``) become the ``test`` split.
+
+The directory comes from ``--metadata '{"bbh_dir": "path"}'`` or ``$LM_EVAL_PERF_BBH_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import datasets
+
+from lm_eval_perf.errors import UserInputError
+
+ENV = "LM_EVAL_PERF_BBH_DIR"
+
+
+def bbh_directory(bbh_dir: str | None = None) -> Path:
+    """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error if missing."""
+    directory = bbh_dir or os.environ.get(ENV)
+    if not directory:
+        raise UserInputError(
+            'leaderboard_bbh_local needs the BBH directory: --metadata \'{"bbh_dir": "PATH"}\' '
+            f"or {ENV}=PATH"
+        )
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"BBH directory {directory} does not exist")
+    return path
+
+
+def load(bbh_subset: str, bbh_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
+    """lm-eval ``custom_dataset`` hook: the ``test`` split of one BBH subset."""
+    path = bbh_directory(bbh_dir) / f"{bbh_subset}.json"
+    if not path.is_file():
+        raise UserInputError(f"BBH file {path} does not exist")
+    try:
+        examples = json.loads(path.read_text())["examples"]
+    except (ValueError, KeyError) as exc:
+        raise UserInputError(f"BBH file {path} is not a BIG-Bench Hard task file: {exc}") from exc
+    rows = [{"input": e["input"], "target": e["target"]} for e in examples]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
