@@ -13,6 +13,9 @@ Model arguments beyond HFLM's (all optional):
 * ``print_summary`` (default true) - print a short efficiency table when the process ends, i.e.
   after lm-eval's own tables.
 * ``peak_flops`` (FLOP/s), ``peak_bandwidth`` (bytes/s) - override the device peaks for MFU/MBU.
+* ``generation_backend`` (default ``eager``) - how the throughput task generates: ``eager`` is
+  lm-eval's own ``generate`` path; ``static`` a static KV cache with compiled decode steps (see
+  :mod:`lm_eval_perf.tasks.throughput`). lm-eval's own tasks always use the eager path.
 * ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
   of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
 
@@ -46,6 +49,8 @@ from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.tasks.plugin import is_plugin_request, run_plugin
 
 install_excepthook()
+
+GENERATION_BACKENDS = ("eager", "static")
 
 HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 # Keyword arguments HFLM forwards to ``from_pretrained`` that are not config attributes.
@@ -116,6 +121,7 @@ class PerfHFLM(HFLM):
         peak_flops: float | None = None,
         peak_bandwidth: float | None = None,
         artifacts_dir: str | None = None,
+        generation_backend: str = "eager",
         **kwargs,
     ) -> None:
         try:
@@ -124,6 +130,10 @@ class PerfHFLM(HFLM):
             raise UserInputError(f"monitor_interval/warmup_batches must be numbers: {exc}") from exc
         if monitor_interval <= 0 or warmup_batches < 0:
             raise UserInputError("monitor_interval must be > 0 seconds and warmup_batches >= 0")
+        if generation_backend not in GENERATION_BACKENDS:
+            raise UserInputError(
+                f"generation_backend={generation_backend!r}: use one of {', '.join(GENERATION_BACKENDS)}"
+            )
         for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in HFLM_ARGS}
@@ -157,6 +167,7 @@ class PerfHFLM(HFLM):
             None if peak_bandwidth is None else float(peak_bandwidth),
         )
         self._artifacts_dir = artifacts_dir
+        self.generation_backend = generation_backend
         self._session: EvalSession | None = None
         self._probing = False
         self.efficiency: dict | None = None
