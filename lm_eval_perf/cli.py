@@ -17,7 +17,12 @@ from lm_eval_perf.errors import UserInputError, install_excepthook, one_line
 
 # name -> "module:function"; each function takes the remaining argv and returns an exit status.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("lm_eval_perf.demo:main", "run the bundled SmolLM2 model on local BBH and print accuracy + efficiency"),
+    "demo": (
+        "lm_eval_perf.demo:main",
+        "run the bundled SmolLM2 model on local BBH and print accuracy + efficiency",
+    ),
+    "quantize": ("lm_eval_perf.models.quant.cli:main", "write an AWQ int4 checkpoint (BBH-calibrated)"),
+    "compress": ("lm_eval_perf.models.compress.cli:main", "SVD-truncate a model, save a HF directory"),
 }
 
 

@@ -96,7 +96,7 @@ def summarize(
         prefill_s = sum(b.ttft_s for b in timed)  # type: ignore[misc]
         decode_s = sum(b.latency_s - b.ttft_s for b in timed)  # type: ignore[operator]
         decode_tokens = sum(b.batch_size * (b.decode_steps - 1) for b in timed)  # type: ignore[operator]
-        block["decode_tokens_per_s"] = metrics.ratio(decode_tokens, decode_s)
+        block["decode_tokens_per_s"] = metrics.ratio(decode_tokens or None, decode_s)
         block["prefill_tokens_per_s"] = metrics.ratio(sum(b.prompt_tokens for b in timed), prefill_s)
         if shape is not None:
             flops = metrics.forward_flops(shape, sum(b.prompt_tokens for b in timed))

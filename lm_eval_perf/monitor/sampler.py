@@ -28,11 +28,11 @@ class Sampler:
 
     def sample_now(self) -> Sample:
         with self._lock:
-            sample = Sample(
-                t_s=time.perf_counter(),
-                gpus=self.gpu.read(),
-                host=None if self.host is None else self.host.read(),
-            )
+            before = time.perf_counter()
+            gpus = self.gpu.read()
+            host = None if self.host is None else self.host.read()
+            # stamped at the middle of the reads (NVML calls take up to a few ms)
+            sample = Sample(t_s=(before + time.perf_counter()) / 2, gpus=gpus, host=host)
             self.timeline.append(sample)
         return sample
 

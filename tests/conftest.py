@@ -1,0 +1,45 @@
+"""Shared fixtures: offline hub settings, the local BBH data, the bundled real model, tiny models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bbh_candidates() -> list[Path]:
+    """Where the shared BBH files may be: $LM_EVAL_PERF_BBH_DIR, ../shared beside this checkout, or
+    beside the checkout this one was cloned from."""
+    found = [Path(os.environ["LM_EVAL_PERF_BBH_DIR"])] if os.environ.get("LM_EVAL_PERF_BBH_DIR") else []
+    found.append(REPO.parent / "shared" / "data" / "bbh")
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        found.append(Path(origin).resolve().parent / "shared" / "data" / "bbh")
+    return found
+
+
+@pytest.fixture(scope="session")
+def bbh_dir() -> Path:
+    """The directory of BIG-Bench Hard JSON files (never copied into the repository)."""
+    for candidate in _bbh_candidates():
+        if (candidate / "boolean_expressions.json").is_file():
+            return candidate
+    pytest.skip("BBH data not found: set LM_EVAL_PERF_BBH_DIR to the folder of BBH json files")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The bundled SmolLM2-135M-Instruct as a Hugging Face directory (converted once, cached)."""
+    from lm_eval_perf.models.bundled import smollm2_hf_dir
+
+    return smollm2_hf_dir()

@@ -1,0 +1,256 @@
+"""Every monitor metric recomputed by hand from a synthetic sample trace."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from lm_eval_perf.monitor import ModelShape, PerformanceMonitor, Stats, model_compression_rate
+from lm_eval_perf.monitor.peaks import DevicePeaks
+from lm_eval_perf.monitor.requests import BatchRecord, summarize
+from lm_eval_perf.monitor.sources import GpuInfo, GpuReading, HostReading, HostSource, NoGpuSource, Sample
+from lm_eval_perf.monitor.timeline import integral, time_average
+from lm_eval_perf.monitor.window import measure, merge
+
+GIB = 1024**3
+
+
+def gpu(index, used, total, util, power, energy, process=None) -> GpuReading:
+    return GpuReading(index, used, total, util, power, energy, process)
+
+
+def trace() -> list[Sample]:
+    """Two GPUs sampled at t = 0, 1, 2, 4 s with known memory, utilization, power and energy."""
+    host = HostReading(rss_bytes=GIB, cpu_pct=50.0, rapl_energy_j=None)
+    rows = [
+        # t, (used0, util0, power0, energy0), (used1, util1, power1, energy1)
+        (0.0, (10, 0, 100, 1000.0), (20, 50, 200, 5000.0)),
+        (1.0, (30, 100, 300, 1200.0), (20, 50, 200, 5200.0)),
+        (2.0, (30, 100, 300, 1500.0), (40, 100, 400, 5500.0)),
+        (4.0, (10, 0, 100, 1900.0), (20, 0, 200, 6100.0)),
+    ]
+    return [
+        Sample(
+            t,
+            (gpu(0, a[0] * GIB, 80 * GIB, a[1], a[2], a[3]), gpu(1, b[0] * GIB, 80 * GIB, b[1], b[2], b[3])),
+            host,
+        )
+        for t, a, b in rows
+    ]
+
+
+def test_amu_pcu_aec_and_energy_equal_hand_computed_trapezoids():
+    samples = trace()
+    m = measure("w", samples, samples[0], samples[-1], {})
+    # GPU0 memory used (GiB): trapezoids 0-1: (10+30)/2, 1-2: 30, 2-4: (30+10)/2*2 -> 20+30+40 = 90 GiB·s
+    # GPU1: 1-: 20, 20, (20+40)/2=30... 0-1: 20, 1-2: 30, 2-4: 60 -> 110 GiB·s
+    assert m.amu == pytest.approx(((90 / 80) / 4 + (110 / 80) / 4) / 2, rel=1e-12)
+    assert m.memory_used_avg_gib == pytest.approx((90 + 110) / 4, rel=1e-12)
+    assert m.memory_used_peak_gib == pytest.approx(30 + 40, rel=1e-12)
+    # util (fraction): GPU0 0-1: 0.5, 1-2: 1, 2-4: 1 -> 2.5/4; GPU1 0-1: .5, 1-2: .75, 2-4: 1 -> 2.25/4
+    assert m.pcu == pytest.approx((2.5 / 4 + 2.25 / 4) / 2, rel=1e-12)
+    assert m.pcu_peak == 1.0
+    # power W: GPU0 200+300+400 = 900 J; GPU1 200+300+600 = 1100 J
+    assert m.energy_integrated_j == pytest.approx(2000.0, rel=1e-12)
+    assert m.aec_w == pytest.approx(2000.0 / 4, rel=1e-12)
+    # the counter: (1900-1000) + (6100-5000)
+    assert m.energy_j == pytest.approx(2000.0, rel=1e-12)
+    assert m.energy_source == "nvml_energy_counter"
+    assert m.host_rss_peak_gib == pytest.approx(1.0)
+    assert m.host_cpu_avg_pct == pytest.approx(50.0)
+
+
+def test_window_edges_inside_the_trace_are_interpolated_linearly():
+    samples = trace()
+    power = [(s.t_s, s.gpus[0].power_w) for s in samples]
+    # from 0.5 s (200 W) to 3 s (200 W): 0.5-1: (200+300)/2*0.5 = 125, 1-2: 300, 2-3: (300+200)/2 = 250
+    assert integral(power, 0.5, 3.0) == pytest.approx(675.0, rel=1e-12)
+    assert time_average(power, 0.5, 3.0) == pytest.approx(675.0 / 2.5, rel=1e-12)
+
+
+def test_short_window_integrates_power_and_says_why():
+    samples = trace()
+    short = [Sample(0.0, samples[0].gpus, None), Sample(0.05, samples[1].gpus, None)]
+    m = measure("short", short, short[0], short[-1], {})
+    assert m.energy_source == "integrated_power"
+    assert "shorter than" in m.unavailable["energy_j"]
+    assert m.energy_j == pytest.approx(0.05 * (100 + 300) / 2 + 0.05 * 200, rel=1e-12)
+
+
+def test_merged_windows_add_energy_and_weight_averages_by_duration():
+    samples = trace()
+    a = measure("k", samples, samples[0], samples[1], {})
+    b = measure("k", samples, samples[2], samples[3], {})
+    both = merge("k", [a, b])
+    assert both.duration_s == pytest.approx(3.0)
+    assert both.energy_j == pytest.approx(a.energy_j + b.energy_j)
+    assert both.aec_w == pytest.approx((a.aec_w * 1 + b.aec_w * 2) / 3)
+    assert both.memory_used_peak_gib == max(a.memory_used_peak_gib, b.memory_used_peak_gib)
+
+
+def test_stats_match_numpy_percentiles_and_population_std():
+    values = [0.3, 0.1, 0.9, 0.5, 0.7, 0.2, 1.3, 0.4, 0.8, 0.6]
+    s = Stats.from_values(values, "s")
+    assert s.count == 10 and s.unit == "s"
+    for q, got in zip((50, 90, 95, 99), (s.p50, s.p90, s.p95, s.p99)):
+        assert got == pytest.approx(float(np.percentile(values, q)), rel=1e-12)
+    # by hand: sorted = .1 .2 .3 .4 .5 .6 .7 .8 .9 1.3; p90 at position 8.1 -> .9 + .1*(1.3-.9)
+    assert s.p90 == pytest.approx(0.94, rel=1e-12)
+    assert s.std == pytest.approx(float(np.std(values)), rel=1e-12)
+    assert s.mean == pytest.approx(sum(values) / 10)
+    assert Stats.from_values([], "s").mean is None
+
+
+def test_al_percentiles_throughputs_mfu_and_mbu_follow_their_definitions():
+    shape = ModelShape(
+        params=1_000_000, weight_bytes=2_000_000, n_layers=2, n_kv_heads=2, head_dim=8, kv_bytes_per_element=2
+    )
+    peaks = DevicePeaks("test", flops=1e12, bandwidth=1e9, source="test")
+    batches = [
+        BatchRecord(
+            "generate_until",
+            1.0,
+            2,
+            prompt_tokens=20,
+            generated_tokens=8,
+            prompt_len=10,
+            decode_steps=4,
+            ttft_s=0.2,
+            tpot_s=0.25,
+            warmup=True,
+        ),
+        BatchRecord(
+            "generate_until",
+            2.0,
+            2,
+            prompt_tokens=20,
+            generated_tokens=8,
+            prompt_len=10,
+            decode_steps=4,
+            ttft_s=0.5,
+            tpot_s=0.5,
+        ),
+        BatchRecord(
+            "generate_until",
+            4.0,
+            4,
+            prompt_tokens=40,
+            generated_tokens=16,
+            prompt_len=10,
+            decode_steps=4,
+            ttft_s=1.0,
+            tpot_s=1.0,
+        ),
+    ]
+    block = summarize("generate_until", batches, None, shape, peaks)
+    assert block["batches"] == 2 and block["warmup_batches"] == 1
+    assert block["al_s"] == pytest.approx(3.0)  # (2 + 4) / 2, warm-up excluded
+    assert block["latency_s"]["p90"] == pytest.approx(2.0 + 0.9 * 2.0)
+    assert block["it_tokens_per_s"] == pytest.approx((8 + 16) / 6.0)
+    assert block["tt_tokens_per_s_per_param"] == pytest.approx(((20 + 8 + 40 + 16) / 1e6) / 6.0)
+    assert block["st_samples_per_s_per_param"] == pytest.approx((6 / 1e6) / 6.0)
+    # prefill: 2 * params * prompt tokens over the TTFTs
+    assert block["mfu"] == pytest.approx((2 * 1e6 * 60 / 1.5) / 1e12)
+    # decode: 3 steps per batch; bytes/step = weights + batch * mean context * kv bytes/token (2*2*2*8*2=128)
+    kv = 2 * 2 * 2 * 8 * 2
+    moved = 3 * (2e6 + 2 * 12 * kv) + 3 * (2e6 + 4 * 12 * kv)
+    assert block["mbu"] == pytest.approx(moved / (1.5 + 3.0) / 1e9)
+    assert block["decode_tokens_per_s"] == pytest.approx((2 * 3 + 4 * 3) / 4.5)
+
+
+def test_loglikelihood_reports_prompt_rate_and_says_it_is_undefined():
+    block = summarize(
+        "loglikelihood", [BatchRecord("loglikelihood", 0.5, 4, prompt_tokens=100)], None, None, None
+    )
+    assert block["prompt_tokens_per_s"] == pytest.approx(200.0)
+    assert block["it_tokens_per_s"] is None
+    assert "generation only" in block["unavailable"]["it_tokens_per_s"]
+    assert block["mfu"] is None and "model size unknown" in block["unavailable"]["mfu"]
+
+
+def test_mcr_is_size_gain_times_kept_accuracy_and_undefined_not_zero():
+    assert model_compression_rate(16e9, 4e9, 0.60, 0.57) == pytest.approx(4.0 * 0.95)
+    assert model_compression_rate(16e9, 4e9, 0.0, 0.5) is None
+    assert model_compression_rate(None, 4e9, 0.6, 0.5) is None
+
+
+class LinearEnergyGpu:
+    """A GPU source whose counter grows at exactly ``power_w``: energy must equal power × time."""
+
+    def __init__(self, power_w: float):
+        self.power_w = power_w
+        self.unavailable: dict[str, str] = {}
+        self.t0 = time.perf_counter()
+
+    def open(self):
+        return [GpuInfo(0, "fake"), GpuInfo(1, "fake")]
+
+    def read(self):
+        e = self.power_w * (time.perf_counter() - self.t0)
+        return (
+            gpu(0, 40 * GIB, 80 * GIB, 75.0, self.power_w, e),
+            gpu(1, 20 * GIB, 80 * GIB, 25.0, self.power_w, e),
+        )
+
+    def close(self):
+        pass
+
+
+def test_monitor_with_a_known_source_reports_exact_constants_through_the_sampler_thread():
+    with (
+        PerformanceMonitor(interval_s=0.01, gpu_source=LinearEnergyGpu(250.0)) as monitor,
+        monitor.window("work"),
+    ):
+        time.sleep(0.3)
+    m = monitor.measurement("work")
+    assert m is not None and m.gpu_count == 2
+    assert m.amu == pytest.approx((0.5 + 0.25) / 2, rel=1e-12)
+    assert m.pcu == pytest.approx((0.75 + 0.25) / 2, rel=1e-12)
+    assert m.aec_w == pytest.approx(500.0, rel=1e-9)
+    # the fake counter is read a few microseconds away from each sample's time stamp
+    assert m.energy_j == pytest.approx(500.0 * m.duration_s, rel=1e-3)
+    assert m.energy_integrated_j == pytest.approx(500.0 * m.duration_s, rel=1e-9)
+
+
+def test_without_a_gpu_gpu_metrics_are_null_with_a_reason_and_nothing_crashes():
+    with (
+        PerformanceMonitor(gpu_source=NoGpuSource("no GPU in this test")) as monitor,
+        monitor.window("loglikelihood"),
+    ):
+        monitor.record_request("loglikelihood", 0.01, batch_size=1, prompt_tokens=3)
+    record = monitor.summary()
+    overall = record["overall"]
+    for key in ("amu", "pcu", "aec_w", "energy_j", "memory_peak_gib"):
+        assert overall[key] is None
+    assert record["unavailable"]["gpu"] == "no GPU in this test"
+    assert record["kinds"]["loglikelihood"]["window"]["unavailable"]["energy_j"] == "no GPU in this test"
+    assert overall["host_rss_peak_gib"] > 0
+
+
+def test_real_nvml_source_degrades_to_a_reason_where_nvml_or_gpus_are_missing():
+    from lm_eval_perf.monitor.sources import NvmlSource
+
+    source = NvmlSource()
+    infos = source.open()
+    if infos:
+        pytest.skip("this machine has an NVML GPU; the no-NVML path is not reachable here")
+    assert "gpu" in source.unavailable and source.read() == ()
+    source.close()
+
+
+def test_rapl_counters_add_package_domains_and_survive_wraparound(tmp_path):
+    for name, start in (("intel-rapl:0", 900), ("intel-rapl:1", 100)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "max_energy_range_uj").write_text("1000\n")
+        (d / "energy_uj").write_text(f"{start}\n")
+    (tmp_path / "intel-rapl:0:0").mkdir()  # a sub-domain: must be ignored
+    host = HostSource(rapl_root=tmp_path)
+    host.open()
+    (tmp_path / "intel-rapl:0" / "energy_uj").write_text("100\n")  # wrapped: +200 uJ
+    (tmp_path / "intel-rapl:1" / "energy_uj").write_text("400\n")  # +300 uJ
+    assert host.read().rapl_energy_j == pytest.approx(500e-6)
+    assert math.isclose(host.read().rapl_energy_j, 500e-6)  # unchanged counters add nothing
