@@ -191,6 +191,11 @@ class PerformanceMonitor:
     def batches(self, kind: str) -> list[BatchRecord]:
         return list(self._batches.get(kind, []))
 
+    @property
+    def timeline(self) -> list[Sample]:
+        """Every sample taken so far, oldest first."""
+        return [] if self._sampler is None else list(self._sampler.timeline)
+
     # -- memory ----------------------------------------------------------------------------------
 
     def _reset_torch_peaks(self, indices: list[int]) -> None:

@@ -1,0 +1,111 @@
+"""Does the NVML energy counter agree with the integral of sampled power?
+
+A generation run of at least ``--seconds`` seconds (default 12) is measured by one monitor window,
+once per sampling interval. The window's energy from the total-energy counter (read at its edges)
+is compared with the trapezoid integral of the sampled power timeline; the goal is agreement
+within 3 %. The power timeline is what AEC (average power, W) is computed from, so this checks the
+two energy figures the project reports against each other.
+
+    python bench/energy.py            # GPU (prints nulls with the reason on a machine without NVML)
+    python bench/energy.py --small    # CPU: a tiny model, shows the no-GPU path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lm_eval_perf.monitor import PerformanceMonitor
+from lm_eval_perf.report.console import fmt
+
+
+def build(arch: str, device: str, dtype: torch.dtype):
+    import transformers
+
+    from lm_eval_perf.models.sources import load_architecture
+
+    config = load_architecture(arch)
+    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    with torch.device(device):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+def generate_for(model, seconds: float, batch: int, new_tokens: int, device: str) -> int:
+    """Generate repeatedly for at least ``seconds``; returns the number of generated tokens."""
+    ids = torch.randint(100, 1000, (batch, 128), device=device)
+    produced, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        produced += batch * new_tokens
+    return produced
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--intervals", default="0.1,0.05,0.02", help="sampling intervals in seconds")
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available() and not args.small
+    device = "cuda" if gpu else "cpu"
+    model = build(
+        "deepseek-r1-distill-qwen-1.5b" if gpu else "tiny-llama",
+        device,
+        torch.bfloat16 if gpu else torch.float32,
+    )
+    seconds = args.seconds or (12.0 if gpu else 2.0)
+    generate_for(model, 1.0, 8, 16, device)  # warm-up
+    rows = []
+    for interval in (float(x) for x in args.intervals.split(",")):
+        with (
+            PerformanceMonitor(interval_s=interval, devices=[0] if gpu else []) as monitor,
+            monitor.window("generate"),
+        ):
+            tokens = generate_for(model, seconds, 16, 128, device)
+        m = monitor.measurement("generate")
+        assert m is not None
+        diff = None
+        counter = m.energy_j if m.energy_source == "nvml_energy_counter" else None
+        if counter is not None and m.energy_integrated_j is not None:
+            diff = (m.energy_integrated_j - counter) / counter
+        rows.append(
+            {
+                "interval_s": interval,
+                "duration_s": m.duration_s,
+                "samples": len(monitor.timeline),
+                "counter_j": counter,
+                "integrated_j": m.energy_integrated_j,
+                "relative_difference": diff,
+                "aec_w": m.aec_w,
+                "j_per_token": None if m.energy_j is None else m.energy_j / tokens,
+                "unavailable": m.unavailable,
+            }
+        )
+    name = torch.cuda.get_device_name(0) if gpu else "cpu"
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "energy.json").write_text(
+            json.dumps({"device": name, "rows": rows}, indent=2)
+        )
+    print(f"\n## energy: counter vs integrated power, {name}\n")
+    print("| interval s | window s | samples | counter J | ∫P dt J | difference | AEC W | J/token |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        diff = "--" if r["relative_difference"] is None else f"{100 * r['relative_difference']:+.2f} %"
+        print(
+            f"| {r['interval_s']} | {r['duration_s']:.2f} | {r['samples']} | {fmt(r['counter_j'], 1)} | "
+            f"{fmt(r['integrated_j'], 1)} | {diff} | {fmt(r['aec_w'], 1)} | {fmt(r['j_per_token'], 4)} |"
+        )
+    if not gpu:
+        print(f"\nno GPU energy here: {rows[0]['unavailable'].get('gpu') or rows[0]['unavailable']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

