@@ -18,6 +18,10 @@ Model arguments beyond HFLM's (all optional):
   :mod:`lm_eval_perf.tasks.throughput`). lm-eval's own tasks always use the eager path.
 * ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
   of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+* ``precision``, ``quant_backend``, ``group_size`` (bf16/fp16/fp32 casts, int4, AWQ, NF4) and
+  ``svd_ratio``, ``svd_rank``, ``svd_targets``, ``svd_solver``, ``compressed``, ``allow_pickle``
+  (low-rank compression) - see :mod:`lm_eval_perf.models.plan`; recorded under
+  ``efficiency.load.precision`` / ``efficiency.load.compression``.
 
 ``pretrained`` also accepts ``path/to/model.gguf``, ``bundled:smollm2`` and ``arch:<preset>``
 (random weights built on the device); see :mod:`lm_eval_perf.models.sources`.
@@ -42,6 +46,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval_perf import registration
 from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.models import sources
+from lm_eval_perf.models.plan import MODEL_ARGS as PLAN_ARGS
+from lm_eval_perf.models.plan import LoadPlan
 from lm_eval_perf.models.session import EvalSession, TokenTimer
 from lm_eval_perf.models.shape import model_devices, model_shape
 from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
@@ -134,6 +140,7 @@ class PerfHFLM(HFLM):
             raise UserInputError(
                 f"generation_backend={generation_backend!r}: use one of {', '.join(GENERATION_BACKENDS)}"
             )
+        self.plan = LoadPlan.pop_from(kwargs)  # precision / compression args; sets kwargs["dtype"]
         for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in HFLM_ARGS}
@@ -187,7 +194,10 @@ class PerfHFLM(HFLM):
         unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
         if unknown:
             known = sorted(
-                HFLM_ARGS | FROM_PRETRAINED_ARGS | set(inspect.signature(PerfHFLM.__init__).parameters)
+                HFLM_ARGS
+                | FROM_PRETRAINED_ARGS
+                | set(inspect.signature(PerfHFLM.__init__).parameters)
+                | set(PLAN_ARGS)
             )
             hint = difflib.get_close_matches(unknown[0], known, n=1)
             raise UserInputError(
@@ -196,12 +206,17 @@ class PerfHFLM(HFLM):
             )
 
     def _create_model(self, pretrained: str, dtype="auto", **kwargs) -> None:
-        if self.source is None or not self.source.random_weights:
+        random_weights = self.source is not None and self.source.random_weights
+        model = self.plan.load(pretrained, random_weights, dtype)  # AWQ / compressed checkpoints
+        if model is not None:
+            self._model = model
+        elif not random_weights:
             super()._create_model(pretrained, dtype=dtype, **kwargs)
-            return
-        torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
-        with torch.device(self._device):
-            self._model = transformers.AutoModelForCausalLM.from_config(self._config, dtype=torch_dtype)
+        else:
+            torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
+            with torch.device(self._device):
+                self._model = transformers.AutoModelForCausalLM.from_config(self._config, dtype=torch_dtype)
+        self._model = self.plan.finish(self._model)  # SVD truncation, load-time quantization
 
     # -- the three request methods ---------------------------------------------------------------
 
@@ -314,6 +329,7 @@ class PerfHFLM(HFLM):
                 "load_time_s": self.load_time_s,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device),
+                **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
             self.efficiency = record
             if self.print_summary:

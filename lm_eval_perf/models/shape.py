@@ -33,9 +33,17 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def parameter_count(model: torch.nn.Module) -> int:
-    """Number of logical parameters (tied weights counted once, quantized weights by their shape)."""
+    """Number of logical parameters (tied weights counted once, quantized weights by their shape).
+
+    A module with a ``logical_params`` attribute (packed 4-bit linear layers, whose tensors hold
+    packed bytes) counts that number instead of its own tensors' elements.
+    """
     seen: set[int] = set()
     total = 0
+    for module in model.modules():
+        if getattr(module, "logical_params", None) is not None:
+            total += int(module.logical_params)
+            seen.update(id(p) for p in module.parameters())
     for p in model.parameters():
         if id(p) not in seen:
             seen.add(id(p))

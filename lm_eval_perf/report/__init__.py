@@ -1,1 +1,14 @@
-"""Rendering of efficiency records: console tables here; paper tables, plots and reports beside it."""
+"""Rendering of efficiency records and results directories.
+
+* :mod:`.console` - the short efficiency table printed after lm-eval's own tables.
+* :mod:`.mcr` - MCR of a compressed run against its baseline, from two results JSONs.
+* ``process_results.py`` / ``lm-eval-perf report`` (:mod:`.cli`) - a results directory -> paper
+  tables, CSV files, plots and a report. Data flows one way:
+
+  :mod:`.collect` (find and read files; unreadable ones become problems) -> :mod:`.identity` (the
+  row of a run: model, precision, ratio) -> :mod:`.tasks` (columns and primary metrics of a results
+  file) -> :mod:`.study` (cells; newest run wins) -> :mod:`.efficiency` (per-row figures, MCR) /
+  :mod:`.compare` (against the baseline) / :mod:`.throughput` (sweep points) / :mod:`.esd` (layers)
+  -> :mod:`.tables`, :mod:`.csv_out`, :mod:`.plots`, :mod:`.report` -> :mod:`.render` (jinja2
+  templates in ``templates/``) -> :mod:`.files` (atomic writes).
+"""

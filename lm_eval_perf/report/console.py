@@ -14,7 +14,7 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "|" + "|".join(f" {c:>{w}} " for c, w in zip(cells, widths)) + "|"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
@@ -90,5 +90,5 @@ def render_efficiency(record: dict) -> str:
     device = (record.get("provenance") or {}).get("gpu_name") or "cpu (GPU metrics: --)"
     return (
         f"\nlm-eval-perf efficiency ({device}; tok/s = generated for generation, prompt otherwise)\n"
-        + _table(header, rows)
+        + markdown_table(header, rows)
     )

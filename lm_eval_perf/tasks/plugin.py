@@ -68,7 +68,8 @@ class PluginTask(ConfigurableTask):
     PLUGIN: str = ""
 
     def __init__(self, config: dict | None = None) -> None:
-        super().__init__(config=config)
+        # the YAML's ``class:`` key chose this class; TaskConfig does not accept it
+        super().__init__(config={k: v for k, v in (config or {}).items() if k != "class"})
         self._higher_is_better: dict[str, bool] = {}
 
     def plugin_options(self) -> dict:

@@ -1,0 +1,79 @@
+"""Decode timing shared by bench/precision.py and bench/compression.py.
+
+Loads a ``perf-hf`` model with the given model args and measures one point of the throughput task
+(:func:`lm_eval_perf.tasks.throughput.runner.run`): the same prompts, clock, fast path
+(``generation_backend=static``: static KV cache, compiled and graphed decode step) and record as
+``--tasks perf_throughput``, so these benches' tok/s are the task's decode tokens/s.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lm_eval_perf.tasks.throughput import runner
+from lm_eval_perf.tasks.throughput.store import ResultsFile
+
+
+def load(pretrained: str, device: str, batch_size: int = 1, **model_args):
+    """A ``perf-hf`` model (the real loading path, records included), or the one-line reason it failed."""
+    from lm_eval_perf.errors import UserInputError
+    from lm_eval_perf.models.perf_hf import PerfHFLM
+
+    try:
+        lm = PerfHFLM(
+            pretrained=pretrained,
+            device=device,
+            batch_size=batch_size,
+            print_summary=False,
+            artifacts_dir=tempfile.mkdtemp(prefix="bench-decode-"),
+            **model_args,
+        )
+        return lm, None
+    except (UserInputError, ImportError, RuntimeError, NotImplementedError) as exc:
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+
+
+def free(*objects) -> None:
+    del objects
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int) -> dict:
+    """One throughput-task point on ``lm``: decode tok/s, allocator peak memory, J/token, decode path."""
+    lm.generation_backend = mode
+    options = {
+        "batch_sizes": [batch],
+        "gen_lengths": [new_tokens],
+        "prompt_len": prompt,
+        "prompt_source": "random",
+        "min_iterations": repeats,
+        "min_seconds": 0,
+        "warmup_iterations": 1,
+    }
+    result = runner.run(lm, options)
+    records = [
+        r
+        for r in ResultsFile(Path(result["results_file"])).records().values()
+        if r["key"]["backend"] == mode
+        and r["key"]["batch_size"] == batch
+        and r["key"]["new_tokens"] == new_tokens
+    ]
+    if not records:
+        return {"error": "the throughput runner recorded no point"}
+    record = records[-1]
+    if record["status"] != "ok":
+        return {"error": f"{record['status']}: {record.get('error')}"}
+    return {
+        "tok_s": record["decode_tokens_per_s"],
+        "tpot_p50_s": record["tpot_s"]["p50"],
+        "peak_memory_gib": record["peak_memory_allocated_gib"],
+        "j_per_token": record["energy_per_token_j"],
+        "mbu": record.get("decode_mbu"),
+        "path": record["decode_path"],
+    }

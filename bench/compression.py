@@ -1,0 +1,181 @@
+"""SVD compression ratios side by side: decode speed, memory and energy of a 7B-class model at
+ratios 1.0, 0.8, 0.6, 0.4, 0.2 (bf16, random weights), batch 1 and a large batch, plus the time of
+the SVD of all layers and how the three SVD solvers compare on one decoder layer.
+
+Goals: at batch 1 ratio 0.4 decodes ≥ 2× faster than ratio 1.0 (ideal 2.5×); the SVD of all layers
+takes ≤ 60 s on one H100. Batch 1 runs with a static KV cache (compiled decode: eager decode of a 7B
+model at batch 1 is bound by Python overhead, not by weight bytes), the large batch eagerly. If one
+run exceeds the device's per-command limit, split the ratios (``--ratios 1.0 0.8 0.6`` and
+``--ratios 1.0 0.4 0.2``; speed-ups are relative to ratio 1.0 of the same run).
+
+    python bench/compression.py            # GPU (H100: about 6 minutes)
+    python bench/compression.py --small    # CPU: tiny-llama, batch 1 and 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _decode import decode, free, load
+
+from lm_eval_perf.models.compress.svd import SOLVERS, _factors, rank_for_ratio, select_targets
+from lm_eval_perf.report.console import fmt
+
+
+def solver_comparison(args, device: str) -> list[dict]:
+    """Time and truncation error of each solver on the first decoder layer's linears at ratio 0.4."""
+    lm, error = load(args.arch, device, dtype="bfloat16")
+    if lm is None:
+        return [{"error": error}]
+    names = [n for n in select_targets(lm.model) if ".layers.0." in n]
+    rows = []
+    for solver in SOLVERS:
+        seconds, errors = 0.0, []
+        for name in names:
+            weight = lm.model.get_submodule(name).weight
+            rank = rank_for_ratio(0.4, *weight.shape)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            up, down = _factors(weight, rank, solver)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - start
+            w = weight.float()
+            errors.append(float((w - up @ down).norm() / w.norm()))
+        rows.append({"solver": solver, "seconds_layer0": seconds, "rel_error": errors, "layers": len(names)})
+    free(lm)
+    exact = rows[0]["rel_error"]
+    for row in rows:
+        row["max_error_excess_vs_exact"] = max(e - x for e, x in zip(row["rel_error"], exact))
+    return rows
+
+
+def sweep(args, device: str) -> list[dict]:
+    rows = []
+    for ratio in args.ratios:
+        lm, error = load(args.arch, device, dtype="bfloat16", svd_ratio=ratio, svd_solver=args.solver)
+        row = {"ratio": ratio, "error": error}
+        if lm is not None:
+            record = lm.plan.record(lm.model)
+            row["compression"], row["weight_bytes"] = (
+                record["compression"],
+                record["precision"]["weight_bytes"],
+            )
+            row["params"] = record["precision"]["params"]
+            for batch, mode in zip(args.batches, args.modes):
+                row[f"batch {batch}"] = decode(lm, batch, args.prompt, args.new_tokens, mode, args.repeats)
+                print(ratio, batch, row[f"batch {batch}"], flush=True)
+        rows.append(row)
+        free(lm)
+    return rows
+
+
+def render(report: dict, args) -> str:
+    batches = [f"batch {b}" for b in args.batches]
+    first = next((r for r in report["sweep"] if not r.get("error")), {})
+    header = ["ratio", "params (B)", "weight GiB", "SVD s"]
+    for b in batches:
+        header += [f"{b} tok/s (×1.0)", f"{b} peak GiB", f"{b} J/token"]
+    modes = ", ".join(f"batch {b} {m}" for b, m in zip(args.batches, args.modes))
+    lines = [
+        f"## SVD ratios, {args.arch} bf16, generate ({modes}), {args.new_tokens} new tokens, "
+        f"solver {args.solver} ({report['device']})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in report["sweep"]:
+        if row.get("error"):
+            lines.append(f"| {row['ratio']} | failed: {row['error']} |" + " |" * (len(header) - 2))
+            continue
+        svd_s = (row["compression"] or {}).get("svd_seconds")
+        cells = [
+            fmt(row["ratio"], 1),
+            fmt(row["params"] / 1e9, 2),
+            fmt(row["weight_bytes"] / 2**30, 2),
+            fmt(svd_s, 1),
+        ]
+        for b in batches:
+            got, base = row.get(b, {}), (first.get(b, {}).get("tok_s") if first.get("ratio") == 1.0 else None)
+            if "error" in got:
+                cells += [got["error"], "", ""]
+                continue
+            speedup = got["tok_s"] / base if base else None
+            cells += [
+                f"{fmt(got['tok_s'], 1)} ({fmt(speedup, 2)})",
+                fmt(got["peak_memory_gib"]),
+                fmt(got["j_per_token"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## SVD solvers on layer 0 at ratio 0.4",
+        "",
+        "| solver | seconds (layer 0) | max rel. error | excess over exact |",
+        "|---|---|---|---|",
+    ]
+    for row in report["solvers"]:
+        if "error" in row:
+            lines.append(f"| failed: {row['error']} | | | |")
+            continue
+        lines.append(
+            f"| {row['solver']} | {fmt(row['seconds_layer0'])} | {fmt(max(row['rel_error']))} | "
+            f"{fmt(row['max_error_excess_vs_exact'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CPU: tiny model")
+    parser.add_argument("--arch", help="default arch:qwen2.5-7b; small: arch:tiny-llama")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[1.0, 0.8, 0.6, 0.4, 0.2])
+    parser.add_argument("--batches", type=int, nargs="+", help="default 1 64; small 1 4")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["eager", "static"],
+        help="generate mode per --batches entry (default: static eager; small: eager eager)",
+    )
+    parser.add_argument("--solver", choices=list(SOLVERS), default="gram", help="SVD solver of the sweep")
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, help="default 128; small 16")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    small = args.small
+    args.arch = args.arch or ("arch:tiny-llama" if small else "arch:qwen2.5-7b")
+    args.batches = args.batches or ([1, 4] if small else [1, 64])
+    args.modes = args.modes or (["eager", "eager"] if small else ["static", "eager"])
+    if len(args.modes) != len(args.batches):
+        parser.error("give one --modes entry per --batches entry")
+    args.new_tokens = args.new_tokens or (16 if small else 128)
+    device = "cpu" if small else "cuda"
+    if not small and not torch.cuda.is_available():
+        print("no CUDA GPU: run with --small on CPU", file=sys.stderr)
+        return 2
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+    report["solvers"] = solver_comparison(args, device)
+    report["sweep"] = sweep(args, device)
+    if os.environ.get("OUT"):
+        target = Path(os.environ["OUT"], "compression.json")
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        os.replace(tmp, target)
+    print(render(report, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""ESD speed and accuracy: this project's estimator vs WeightWatcher on a 7B-class model, one run.
+
+1. Build ``qwen2.5-7b`` with random bf16 weights on the device (197 Linear weights).
+2. This project's ESD of every Linear layer (:func:`lm_eval_perf.tasks.esd.estimator.analyze`), after a
+   warm-up on two layers, in several variants: ``eig_dtype`` float64 (the default) and float32, on 1, 4
+   or 8 CUDA streams (``eig_streams``), and float64 through MAGMA instead of cuSOLVER. A variant that
+   fails is recorded with its error; the others still run.
+3. WeightWatcher (``weightwatcher`` package, its default ``analyze()``; on a CUDA machine it takes its
+   SVDs on the GPU) timed layer by layer on a subset - one layer of each shape it analyses, then more up
+   to ``--ww-layers`` - and **extrapolated** to all layers by shape: each layer counts the mean time of
+   the measured layers of its shape (its default ``max_N=50000`` skips ``lm_head``, which counts 0). Our
+   default variant is also timed on exactly that subset, for a ratio without extrapolation.
+4. Alpha agreement with a float64 reference on a sample of real-shape layers (one per shape, then more
+   up to ``--sample``; no dimension over 50,000, so not the 7B's ``lm_head``): eigenvalues from a
+   float64 numpy SVD on the CPU, fitted by the same power-law code (which tests/test_esd_estimator.py
+   checks against a loop written from the definitions); every ``fix_fingers`` mode, both ``eig_dtype``s.
+
+Goals: all Linear layers in ≤ 60 s on one H100, ≥ 50× faster than WeightWatcher.
+
+    python bench/esd.py            # GPU (H100: about 5 minutes)
+    python bench/esd.py --small    # CPU: smollm2-135m architecture, random weights, fewer variants
+
+Writes the full record to ``$OUT/esd.json`` when ``$OUT`` is set; prints a markdown table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+
+from lm_eval_perf.models.sources import load_architecture
+from lm_eval_perf.report.console import fmt
+from lm_eval_perf.tasks.esd import powerlaw, spectrum
+from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze
+
+GOAL_SECONDS = 60.0
+GOAL_SPEEDUP = 50.0
+MODES = (None, "xmin_mid", "xmin_peak")
+SAMPLE_MAX_DIM = 50_000  # the reference SVD of a 152064x3584 lm_head alone takes minutes on a CPU
+DEFAULT = "float64, 1 stream"
+VARIANTS_GPU = {  # name -> (ESD options, torch linear-algebra library)
+    DEFAULT: ({"eig_dtype": "float64", "eig_streams": 1}, None),
+    "float64, 4 streams": ({"eig_dtype": "float64", "eig_streams": 4}, None),
+    "float64, 8 streams": ({"eig_dtype": "float64", "eig_streams": 8}, None),
+    "float32, 1 stream": ({"eig_dtype": "float32", "eig_streams": 1}, None),
+    "float32, 4 streams": ({"eig_dtype": "float32", "eig_streams": 4}, None),
+    "float32, 8 streams": ({"eig_dtype": "float32", "eig_streams": 8}, None),
+    "float64, 1 stream, magma": ({"eig_dtype": "float64", "eig_streams": 1}, "magma"),
+}
+VARIANTS_CPU = {k: v for k, v in VARIANTS_GPU.items() if k in (DEFAULT, "float32, 1 stream")}
+
+
+def build(arch: str, device: str) -> nn.Module:
+    config = load_architecture(arch)
+    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return model.eval()
+
+
+def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {layer.name: model.get_submodule(layer.name) for layer in spectrum.layer_weights(model)}
+
+
+def only(modules: dict[str, nn.Module], names: list[str]) -> nn.Module:
+    return nn.ModuleDict({str(i): modules[n] for i, n in enumerate(names)})
+
+
+def spread(modules: dict[str, nn.Module], size: int, max_dim: float = float("inf")) -> list[str]:
+    """One layer per distinct shape (smallest first), then others spread over depth; ``size`` in all."""
+    eligible = [n for n, m in modules.items() if max(m.weight.shape) <= max_dim]
+    first: dict[tuple, str] = {}
+    for name in eligible:
+        first.setdefault(tuple(modules[name].weight.shape), name)
+    chosen = sorted(first.values(), key=lambda n: modules[n].weight.numel())
+    rest = [n for n in eligible if n not in chosen]
+    step = max(1, len(rest) // max(1, size - len(chosen)))
+    return (chosen + rest[::step])[: max(size, len(chosen))]
+
+
+@contextlib.contextmanager
+def linalg_library(name: str | None) -> Iterator[None]:
+    if name is None or not torch.cuda.is_available():
+        yield
+        return
+    previous = torch.backends.cuda.preferred_linalg_library()
+    torch.backends.cuda.preferred_linalg_library(name)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_linalg_library(previous)
+
+
+def timed(model: nn.Module, options: ESDOptions) -> dict:
+    started = time.perf_counter()
+    result = analyze(model, options)
+    return {
+        "layers": len(result.rows),
+        "eig_seconds": result.eig_seconds,
+        "fit_seconds": result.fit_seconds,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def ours(model: nn.Module, variants: dict, subset: list[str]) -> dict:
+    modules = linear_modules(model)
+    runs: dict[str, dict] = {}
+    for name, (options, library) in variants.items():
+        try:
+            with linalg_library(library):
+                esd_options = ESDOptions(**options)
+                analyze(only(modules, list(modules)[:2]), esd_options)  # warm-up: kernels, solver handles
+                runs[name] = timed(model, esd_options)
+                if name == DEFAULT and subset:
+                    runs[name]["subset"] = timed(only(modules, subset), esd_options)
+        except Exception as exc:  # a variant that cannot run here is a result, not the end of the bench
+            runs[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        print(f"ours {name}: {runs[name]}", flush=True)
+    return runs
+
+
+def weightwatcher(model: nn.Module, size: int) -> dict:
+    """WeightWatcher's default analyze() per layer of a subset, and the extrapolation to all layers.
+
+    Each layer is handed to WeightWatcher alone (wrapped in a ModuleDict): it converts every layer of the
+    model it is given to numpy before filtering by layer id, so a per-layer call on the whole model would
+    pay for all 197 conversions each time. Alone, a call costs what that layer costs in a full run.
+    """
+    try:
+        import weightwatcher as ww
+    except ImportError as exc:
+        return {"error": f"weightwatcher not installed: {exc}", "subset": []}
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    max_n = ww.constants.DEFAULT_MAX_N
+    modules = linear_modules(model)
+    shapes = {n: tuple(m.weight.shape) for n, m in modules.items()}
+    subset = spread(modules, size, max_dim=max_n)
+    measured: dict[str, dict] = {}
+    for name in subset:
+        started = time.perf_counter()
+        details = ww.WeightWatcher(model=nn.ModuleDict({"layer": modules[name]})).analyze()
+        seconds = time.perf_counter() - started
+        alpha = float(details["alpha"].iloc[0]) if len(details) else None
+        measured[name] = {"seconds": seconds, "alpha": alpha, "shape": list(shapes[name])}
+        print(f"weightwatcher {name} {shapes[name]}: {seconds:.2f} s", flush=True)
+    per_shape: dict[tuple, list[float]] = {}
+    for name, m in measured.items():
+        per_shape.setdefault(shapes[name], []).append(m["seconds"])
+    skipped = [n for n, s in shapes.items() if max(s) > max_n]
+    return {
+        "version": getattr(ww, "__version__", None),
+        "subset": subset,
+        "measured": measured,
+        "measured_seconds": sum(m["seconds"] for m in measured.values()),
+        "extrapolated_seconds": sum(
+            statistics.fmean(per_shape[s]) for n, s in shapes.items() if n not in skipped
+        ),
+        "extrapolation": "per layer: mean measured time of the subset's layers of the same shape",
+        "skipped_by_weightwatcher": skipped,
+    }
+
+
+def agreement(model: nn.Module, sample: list[str]) -> dict:
+    """Alpha and eigenvalues of the fast path vs a float64 SVD reference, per eig_dtype and mode."""
+    modules = linear_modules(model)
+    reference = {}
+    for name in sample:
+        weight = modules[name].weight.detach().float().cpu().double().numpy()
+        reference[name] = np.sort(np.linalg.svd(weight, compute_uv=False) ** 2)
+    layers = spectrum.layer_weights(only(modules, sample))
+    out: dict[str, dict] = {}
+    for eig_dtype in ("float64", "float32"):
+        evals = spectrum.layer_eigenvalues(layers, spectrum.parse_dtype(eig_dtype))
+        eig_error = max(
+            float(np.max(np.abs(e.double().cpu().numpy() - reference[n])) / reference[n][-1])
+            for n, e in zip(sample, evals)
+        )
+        for mode in MODES:
+            rows = analyze(only(modules, sample), ESDOptions(fix_fingers=mode, eig_dtype=eig_dtype)).rows
+            layers_out = {}
+            for name, row in zip(sample, rows):
+                values = torch.from_numpy(reference[name])[None]
+                ref = powerlaw.fit_power_law(values, torch.zeros(1, dtype=torch.long), mode).alpha.item()
+                rel = abs(row["alpha"] - ref) / ref
+                layers_out[name] = {"alpha": row["alpha"], "reference": ref, "rel": rel}
+            rel = [v["rel"] for v in layers_out.values()]
+            out[f"{eig_dtype} / {mode or 'none'}"] = {
+                "max_rel_alpha_error": max(rel),
+                "layers_over_1e-3": sum(r > 1e-3 for r in rel),
+                "max_eigenvalue_error_rel_to_lmax": eig_error,
+                "layers": layers_out,
+            }
+    return out
+
+
+def _verdict(value: float | None, ok: bool) -> str:
+    return "n/a" if value is None else "met" if ok else "NOT met"
+
+
+def table(record: dict) -> str:
+    runs, ww = record["ours"], record["weightwatcher"]
+    lines = [
+        f"## ESD: {record['arch']} (random bf16 weights) on {record['device_name']}",
+        "",
+        "| what | layers | seconds | notes |",
+        "|---|---:|---:|---|",
+    ]
+    for name, run in runs.items():
+        if "error" in run:
+            lines.append(f"| ours, {name} | -- | -- | {run['error']} |")
+        else:
+            lines.append(
+                f"| ours, {name} | {run['layers']} | {fmt(run['wall_seconds'])} | "
+                f"eig {fmt(run['eig_seconds'])} s + fit {fmt(run['fit_seconds'])} s |"
+            )
+    default = runs.get(DEFAULT, {})
+    speedup = subset_speedup = best = None
+    if "error" in ww:
+        lines.append(f"| WeightWatcher | -- | -- | {ww['error']} |")
+    else:
+        n, skipped = len(ww["measured"]), ww["skipped_by_weightwatcher"]
+        if "subset" in default:
+            subset_seconds = default["subset"]["wall_seconds"]
+            lines.append(f"| ours, {DEFAULT}, WeightWatcher's subset | {n} | {fmt(subset_seconds)} | |")
+            subset_speedup = ww["measured_seconds"] / default["subset"]["wall_seconds"]
+        lines += [
+            f"| WeightWatcher {ww['version']}, measured | {n} | {fmt(ww['measured_seconds'])} | "
+            "default analyze(), one layer per call |",
+            f"| WeightWatcher, **extrapolated** to all | {len(record['layers']) - len(skipped)} | "
+            f"{fmt(ww['extrapolated_seconds'])} | by shape from the measured layers; skips "
+            f"{', '.join(skipped) or 'none'} (max_N) |",
+        ]
+        timings = {k: v["wall_seconds"] for k, v in runs.items() if "wall_seconds" in v}
+        if DEFAULT in timings:
+            speedup = ww["extrapolated_seconds"] / timings[DEFAULT]
+        if timings:
+            best = min(timings, key=timings.get)
+            lines.append(
+                f"| fastest variant: {best} | | {fmt(timings[best])} | "
+                f"{fmt(ww['extrapolated_seconds'] / timings[best], 1)}× WeightWatcher (extrapolated) |"
+            )
+    seconds = default.get("wall_seconds")
+    lines += [
+        "",
+        f"Speed-up of the default ({DEFAULT}) vs WeightWatcher: **{fmt(speedup, 1)}×** extrapolated "
+        f"over all layers, {fmt(subset_speedup, 1)}× measured on the same subset.",
+        f"Goals: all Linear layers ≤ {GOAL_SECONDS:.0f} s: "
+        f"{_verdict(seconds, (seconds or 0) <= GOAL_SECONDS)} ({fmt(seconds)} s); "
+        f"≥ {GOAL_SPEEDUP:.0f}× WeightWatcher: "
+        f"{_verdict(speedup, (speedup or 0) >= GOAL_SPEEDUP)}.",
+        "",
+        f"Alpha vs float64 SVD reference on {len(record['sample'])} real-shape layers:",
+        "",
+        "| eig_dtype / fix_fingers | max rel alpha error | layers > 1e-3 | max eigenvalue error / λmax |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, value in record["agreement"].items():
+        lines.append(
+            f"| {key} | {fmt(value['max_rel_alpha_error'])} | {value['layers_over_1e-3']} | "
+            f"{fmt(value['max_eigenvalue_error_rel_to_lmax'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="CPU, smollm2-135m architecture")
+    parser.add_argument("--arch", default=None, help="architecture preset (default: qwen2.5-7b)")
+    parser.add_argument("--ww-layers", type=int, default=None, help="WeightWatcher subset size")
+    parser.add_argument("--sample", type=int, default=None, help="layers in the alpha-agreement sample")
+    args = parser.parse_args()
+    device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+    arch = args.arch or ("smollm2-135m" if args.small else "qwen2.5-7b")
+
+    started = time.perf_counter()
+    model = build(arch, device)
+    print(f"built {arch} on {device} in {time.perf_counter() - started:.1f} s", flush=True)
+    modules = linear_modules(model)
+    record: dict = {
+        "arch": arch,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "layers": list(modules),
+    }
+    record["weightwatcher"] = weightwatcher(model, args.ww_layers or (5 if args.small else 8))
+    variants = VARIANTS_CPU if device == "cpu" else VARIANTS_GPU
+    record["ours"] = ours(model, variants, record["weightwatcher"]["subset"])
+    record["sample"] = spread(modules, args.sample or (5 if args.small else 8), max_dim=SAMPLE_MAX_DIM)
+    record["agreement"] = agreement(model, record["sample"])
+    record["total_seconds"] = time.perf_counter() - started
+    if os.environ.get("OUT"):
+        path = Path(os.environ["OUT"]) / "esd.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str))
+    print(table(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Precisions side by side: batch-1 decode of a 7B-class model in bf16, fp16 and every int4 path,
+then SmolLM2-135M in bf16 vs int4 AWQ (quantized by ``lm-eval-perf quantize``) on the local BBH subset.
+
+Part 1 (random weights, ``arch:qwen2.5-7b``): for each row, decode tok/s at batch 1 (static-cache
+generate by default - eager decode of a 7B model at batch 1 is bound by Python overhead; add
+``--modes eager,static`` for both), peak CUDA memory and the weight bytes as held in memory.
+Goal: an int4 path ≥ 2× bf16 decode tok/s at ≤ 35 % of bf16 weight memory. Rows whose package is
+missing print the reason.
+Part 2 (real weights): quantize SmolLM2 with AWQ (group 64: its hidden size 576 is no multiple of
+128), evaluate bf16 and AWQ on ``leaderboard_bbh_local`` with lm-eval: acc_norm, tok/s, energy,
+weight bytes, MCR.
+
+    python bench/precision.py            # GPU (H100: about 6 minutes)
+    python bench/precision.py --small    # CPU: tiny-llama everywhere (part 2: random weights, 0-shot,
+                                         # 1 doc per subtask) - checks the script, not the numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _decode import decode, free, load
+
+from lm_eval_perf.report.console import fmt
+
+ROWS = {  # short name -> (label, model args)
+    "bf16": ("bfloat16", {"precision": "bfloat16"}),
+    "fp16": ("float16", {"precision": "float16"}),
+    "fp32": ("float32", {"precision": "float32"}),
+    "tinygemm": ("int4 tinygemm", {"precision": "int4", "quant_backend": "tinygemm"}),
+    "gemlite": ("int4 gemlite", {"precision": "int4", "quant_backend": "gemlite"}),
+    "torchao": ("int4 torchao plain", {"precision": "int4", "quant_backend": "torchao"}),
+    "torchao-tile": ("int4 torchao tile", {"precision": "int4", "quant_backend": "torchao-tile"}),
+    "torchao-preshuffled": (
+        "int4 torchao preshuffled",
+        {"precision": "int4", "quant_backend": "torchao-preshuffled"},
+    ),
+    "nf4": ("nf4 bitsandbytes", {"precision": "nf4"}),
+    "int4-cpu": (
+        "int4 tinygemm",
+        {"precision": "int4", "quant_backend": "tinygemm", "group_size": 32, "dtype": "float32"},
+    ),
+}
+# torchao-tile runs the same aten kernel as tinygemm: opt-in with --rows.
+DEFAULT_ROWS = {
+    "gpu": "bf16,fp16,tinygemm,gemlite,torchao,torchao-preshuffled,nf4",
+    "cpu": "fp32,bf16,int4-cpu",
+}
+
+
+def part_decode(args, device: str) -> list[dict]:
+    rows = []
+    for key in args.rows.split(","):
+        if key not in ROWS:
+            raise SystemExit(f"unknown row {key!r}: use {', '.join(ROWS)}")
+        label, model_args = ROWS[key]
+        lm, error = load(args.arch, device, **model_args)
+        row = {"row": label, "model_args": model_args, "error": error}
+        if lm is not None:
+            row["record"] = lm.plan.record(lm.model)["precision"]
+            for mode in args.modes.split(","):
+                row[mode] = decode(lm, 1, args.prompt, args.new_tokens, mode, args.repeats)
+                print(label, mode, row[mode], flush=True)
+        rows.append(row)
+        free(lm)
+    return rows
+
+
+def _evaluate(pretrained: str, device: str, args, **model_args) -> dict:
+    import lm_eval
+
+    from lm_eval_perf.registration import ensure_registered
+
+    ensure_registered()
+    lm, error = load(pretrained, device, batch_size=16, **model_args)
+    if lm is None:
+        return {"error": error}
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["leaderboard_bbh_local"],
+        limit=args.limit,
+        num_fewshot=args.num_fewshot,
+        metadata={"bbh_dir": args.bbh_dir},
+    )
+    record = lm.finish_measurement()
+    free(lm)
+    block = record["kinds"].get("loglikelihood", {})
+    return {
+        "acc_norm": results["results"]["leaderboard_bbh_local"]["acc_norm,none"],
+        "prompt_tokens_per_s": block.get("prompt_tokens_per_s"),
+        "energy_j": block.get("energy_j"),
+        "al_s": block.get("al_s"),
+        "precision": record["load"]["precision"],
+        "results": {"results": results["results"], "config": {"efficiency": record}},
+    }
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    """tiny-llama with random weights and the bundled tokenizer, saved as a HF directory."""
+    import transformers
+
+    from lm_eval_perf.models.bundled import smollm2_hf_dir
+    from lm_eval_perf.models.sources import load_architecture
+
+    config = load_architecture("tiny-llama")
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    )
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(smollm2_hf_dir()).save_pretrained(folder)
+    return folder
+
+
+def part_end_to_end(args, device: str) -> dict:
+    from lm_eval_perf.cli import main as cli
+    from lm_eval_perf.report.mcr import mcr_from_results
+
+    work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
+    if args.small:  # a real checkpoint directory of a tiny model: exercises every step in seconds
+        args.model = str(_tiny_checkpoint(work / "tiny"))
+    out = work / "awq"
+    started = time.perf_counter()
+    argv = [
+        "quantize",
+        "--method",
+        "awq",
+        "--model",
+        args.model,
+        "--out",
+        str(out),
+        "--bbh-dir",
+        args.bbh_dir,
+    ]
+    argv += ["--group-size", str(args.group_size), "--samples", str(args.samples), "--seq-len", "256"]
+    status = cli([*argv, "--device", device])
+    quantize_s = time.perf_counter() - started
+    if status:
+        return {"error": f"quantize exited {status}"}
+    base_dtype = "float32" if args.small else "bfloat16"
+    runs = {base_dtype: _evaluate(args.model, device, args, precision=base_dtype)}
+    for backend in args.awq_backends.split(","):
+        extra = {"dtype": "float32"} if args.small else {}
+        runs[f"awq {backend}"] = _evaluate(
+            str(out), device, args, precision="awq", quant_backend=backend, **extra
+        )
+    base = runs[base_dtype]
+    for run in runs.values():
+        if "results" in run and "results" in base:
+            run["mcr"] = mcr_from_results(
+                base["results"], run["results"], "acc_norm", "leaderboard_bbh_local"
+            )["mcr"]
+    return {"quantize_seconds": quantize_s, "checkpoint": str(out), "runs": runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CPU: tiny model, tiny BBH subset")
+    parser.add_argument("--arch", help="architecture for part 1 (default arch:qwen2.5-7b; small: tiny-llama)")
+    parser.add_argument("--rows", help=f"comma list of {', '.join(ROWS)} (default: {DEFAULT_ROWS['gpu']})")
+    parser.add_argument("--modes", help="generate modes: eager,static (default static; small: eager)")
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, help="tokens per generation (default 128; small 16)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", default="bundled:smollm2", help="real model of part 2")
+    parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "/work/shared/data/bbh"))
+    parser.add_argument("--limit", type=int, help="BBH docs per subtask (default 20; small 1)")
+    parser.add_argument("--group-size", type=int, default=64)
+    parser.add_argument("--num-fewshot", type=int, help="BBH shots (default: the task's 3; small 0)")
+    parser.add_argument("--samples", type=int, help="AWQ calibration blocks (default 64; small 4)")
+    parser.add_argument("--awq-backends", help="comma list (default tinygemm,gemlite; small tinygemm)")
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    args = parser.parse_args()
+    small = args.small
+    args.arch = args.arch or ("arch:tiny-llama" if small else "arch:qwen2.5-7b")
+    args.modes = args.modes or ("eager" if small else "static")
+    args.rows = args.rows or DEFAULT_ROWS["cpu" if small else "gpu"]
+    args.new_tokens = args.new_tokens or (16 if small else 128)
+    args.limit = args.limit or (1 if small else 20)
+    args.samples = args.samples or (4 if small else 64)
+    args.num_fewshot = 0 if small and args.num_fewshot is None else args.num_fewshot
+    args.awq_backends = args.awq_backends or ("tinygemm" if small else "tinygemm,gemlite")
+    if small:
+        args.group_size = 32 if args.group_size == 64 else args.group_size
+    device = "cpu" if small else "cuda"
+    if not small and not torch.cuda.is_available():
+        print("no CUDA GPU: run with --small on CPU", file=sys.stderr)
+        return 2
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+    report["decode"] = part_decode(args, device)
+    if not args.skip_end_to_end:
+        report["end_to_end"] = part_end_to_end(args, device)
+    if os.environ.get("OUT"):
+        target = Path(os.environ["OUT"], "precision.json")
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        os.replace(tmp, target)
+    print(render(report, args))
+    return 0
+
+
+def render(report: dict, args) -> str:
+    modes = args.modes.split(",")
+    base = next((r for r in report["decode"] if r.get("record")), None)
+    base_bytes = base["record"]["weight_bytes"] if base else None
+    base_rate = {m: (base or {}).get(m, {}).get("tok_s") for m in modes}
+    header = (
+        ["row", "kernel", "weight GiB", "% of first"] + [f"{m} tok/s (×first)" for m in modes] + ["peak GiB"]
+    )
+    lines = [
+        f"## Decode, batch 1, {args.arch}, {args.new_tokens} new tokens ({report['device']})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in report["decode"]:
+        if row.get("error"):
+            lines.append(f"| {row['row']} | skipped: {row['error']} |" + " |" * (len(header) - 2))
+            continue
+        rec = row["record"]
+        cells = [
+            row["row"],
+            str(rec.get("kernel") or "dense"),
+            fmt(rec["weight_bytes"] / 2**30),
+            fmt(100 * rec["weight_bytes"] / base_bytes, 1),
+        ]
+        for m in modes:
+            got = row.get(m, {})
+            rate = got.get("tok_s")
+            cells.append(
+                got["error"]
+                if "error" in got
+                else f"{fmt(rate, 1)} ({fmt(rate / base_rate[m] if base_rate[m] else None, 2)})"
+            )
+        cells.append(fmt(next((row[m].get("peak_memory_gib") for m in modes if row.get(m)), None)))
+        lines.append("| " + " | ".join(cells) + " |")
+    e2e = report.get("end_to_end")
+    if e2e:
+        lines += [
+            "",
+            f"## {args.model} on leaderboard_bbh_local (limit {args.limit}/subtask); "
+            f"AWQ quantize {fmt(e2e.get('quantize_seconds'), 1)} s",
+            "",
+            "| run | acc_norm | prompt tok/s | energy J | weight MiB | MCR |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, run in e2e.get("runs", {}).items():
+            if "error" in run:
+                lines.append(f"| {name} | {run['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {fmt(run['acc_norm'])} | {fmt(run['prompt_tokens_per_s'], 1)} | "
+                f"{fmt(run['energy_j'], 1)} | {fmt(run['precision']['weight_bytes'] / 2**20, 1)} | "
+                f"{fmt(run.get('mcr'))} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

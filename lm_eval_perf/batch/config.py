@@ -1,0 +1,426 @@
+"""The batch config: a YAML file naming models × precisions × compression ratios × tasks.
+
+    output_dir: ../results/study        # relative paths are relative to this file's folder
+    executor: local                     # local (GPU pool, default) | ray
+    ray_address: auto                   # executor: ray only; auto | local | host:port | ray://...
+    gpus_per_job: 1                     # >1: the model is split over the GPUs (parallelize=True)
+    workers: null                       # at most this many jobs at once (default: one per free GPU, 1 on CPU)
+    timeout: 21600                      # seconds per job (null: none); a task may set its own
+    retries: 0                          # automatic re-runs of a failed job within one run
+    include_path: ./my_tasks            # extra lm-eval task folder (--include_path)
+    model_args: {monitor_interval: 0.2} # added to every model's model_args
+    precisions: [bfloat16, float16]     # perf-hf precision= names; absent: the checkpoint's own dtype
+    ratios: [1.0, 0.8, 0.6]             # SVD compression ratios (svd_ratio=); absent: no ratio axis
+    models:
+      - pretrained: org/model           # hub id, ./local/path, arch:<preset>, bundled:smollm2
+        name: short-name                # folder name of its results (default: from pretrained)
+        revision: main
+        peft: ./adapters/lora1
+        model_args: {attn_implementation: sdpa}
+        precisions: [bfloat16]          # per-model override of the axes
+        ratios: [1.0]
+        tasks: [bbh]                    # only these task labels for this model
+        gpus_per_job: 2
+      - models_csv: models.csv          # one model per CSV row (model[,revision][,source_model][,name]);
+        tasks: [esd]                    # every other key of the entry applies to each row
+    tasks:
+      - name: leaderboard_bbh           # lm-eval task or group
+        label: bbh                      # folder name of its results (default: name)
+        num_fewshot: 3
+        limit: 10
+        batch_size: auto
+        metadata: {bbh_dir: "${LM_EVAL_PERF_BBH_DIR:-${CONFIG_DIR}/../data/bbh}"}  # --metadata
+        gen_kwargs: {max_gen_toks: 2048}  # --gen_kwargs
+        apply_chat_template: true       # --apply_chat_template (few-shot examples as turns)
+        timeout: 3600
+
+Strings may use ``${VAR}`` / ``${VAR:-default}`` (see :mod:`lm_eval_perf.batch.envexpand`);
+``${CONFIG_DIR}`` is this file's folder. Errors are one line naming the key path, e.g.
+``models[2].precisions[0]: unknown precision 'int3': use one of bfloat16, ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lm_eval_perf.batch.envexpand import expand
+from lm_eval_perf.batch.model_list import read_model_list
+from lm_eval_perf.batch.names import folder_name, local_path, model_name, precision_folder, slug
+from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.models.precision import validate_precision
+
+EXECUTORS = ("local", "ray")
+DEFAULT_TIMEOUT_S = 6 * 3600.0
+TOP_KEYS = (
+    "output_dir",
+    "executor",
+    "ray_address",
+    "gpus_per_job",
+    "workers",
+    "timeout",
+    "retries",
+    "include_path",
+    "model_args",
+    "precisions",
+    "ratios",
+    "models",
+    "tasks",
+)
+MODEL_KEYS = (
+    "pretrained",
+    "models_csv",
+    "name",
+    "revision",
+    "peft",
+    "model_args",
+    "precisions",
+    "ratios",
+    "tasks",
+    "gpus_per_job",
+)
+TASK_KEYS = (
+    "name",
+    "label",
+    "num_fewshot",
+    "limit",
+    "batch_size",
+    "metadata",
+    "gen_kwargs",
+    "apply_chat_template",
+    "timeout",
+)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One lm-eval task (or group) with its options; ``label`` names its result folder."""
+
+    name: str
+    label: str
+    num_fewshot: int | None = None
+    limit: float | None = None  # a count (>= 1) or a fraction of the documents (< 1)
+    batch_size: str | None = None  # "8", "auto" or "auto:N"
+    metadata: dict = field(default_factory=dict)
+    gen_kwargs: dict = field(default_factory=dict)
+    apply_chat_template: bool = False
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    where: str = "tasks[0]"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model and the axes it is run over."""
+
+    pretrained: str
+    name: str  # folder name of its results
+    revision: str | None = None
+    peft: str | None = None
+    model_args: dict = field(default_factory=dict)
+    precisions: tuple[str | None, ...] = (None,)  # None: no precision= (the checkpoint's own dtype)
+    ratios: tuple[float | None, ...] = (None,)  # None: no compression axis
+    tasks: tuple[str, ...] | None = None  # task labels; None: all
+    gpus_per_job: int = 1
+    where: str = "models[0]"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """A validated batch config (paths absolute)."""
+
+    source: Path
+    output_dir: Path
+    executor: str
+    ray_address: str
+    workers: int | None
+    retries: int
+    include_path: Path | None
+    models: tuple[ModelSpec, ...]
+    tasks: tuple[TaskSpec, ...]
+
+
+def load_config(path: str | Path) -> BatchConfig:
+    """Read and validate the YAML config at ``path``; any problem is a one-line :class:`UserInputError`."""
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise UserInputError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserInputError(f"config file {path} is not valid YAML{where}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise UserInputError(
+            f"config file {path}: expected a mapping of keys (output_dir, models, tasks, ...)"
+        )
+    base = source.resolve().parent
+    variables = {**os.environ, "CONFIG_DIR": str(base)}
+    return _parse(_expand_all(raw, variables, ""), source.resolve(), base)
+
+
+def _expand_all(value: Any, variables: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return expand(value, variables, where or "config")
+    if isinstance(value, dict):
+        return {k: _expand_all(v, variables, _join(where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_all(v, variables, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            raise UserInputError(
+                f"{_join(where, str(key))}: unknown key"
+                + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(allowed)})")
+            )
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserInputError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list:
+    """A list; a single scalar counts as a list of one."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserInputError(f"{where}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _integer(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserInputError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserInputError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserInputError(f"{where}: expected seconds > 0 or null, got {value!r}")
+    return float(value)
+
+
+def _precisions(value: Any, where: str) -> tuple[str | None, ...]:
+    names = _list(value)
+    if not names:
+        return (None,)
+    out = []
+    for i, name in enumerate(names):
+        item = f"{where}[{i}]" if isinstance(value, list) else where
+        try:
+            out.append(validate_precision(_string(name, item)))
+        except UserInputError as exc:
+            raise UserInputError(f"{item}: {exc}") from exc
+    return _unique(out, where)
+
+
+def _ratios(value: Any, where: str) -> tuple[float | None, ...]:
+    ratios = _list(value)
+    if not ratios:
+        return (None,)
+    out = []
+    for i, ratio in enumerate(ratios):
+        item = f"{where}[{i}]" if isinstance(value, list) else where
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            raise UserInputError(f"{item}: {ratio!r} is not a compression ratio in (0, 1]")
+        out.append(float(ratio))
+    return _unique(out, where)
+
+
+def _unique(values: list, where: str) -> tuple:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise UserInputError(f"{where}[{i}]: {value!r} is listed twice")
+    return tuple(values)
+
+
+def _model_args(value: Any, where: str) -> dict:
+    args = _mapping(value, where)
+    for key, item in args.items():
+        if not isinstance(item, (str, int, float, bool)):
+            raise UserInputError(f"{where}.{key}: expected a string, number or boolean, got {item!r}")
+        if key in ("pretrained", "peft", "revision", "precision", "svd_ratio", "parallelize"):
+            raise UserInputError(f"{where}.{key}: set by batch_eval; use the model's or matrix's own key")
+    return dict(args)
+
+
+def _path(value: Any, where: str, base: Path) -> Path:
+    return (base / Path(_string(value, where)).expanduser()).resolve()
+
+
+def _parse_task(raw: Any, where: str, default_timeout: float | None) -> TaskSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    task = _mapping(raw, where)
+    _check_keys(task, TASK_KEYS, where)
+    name = _string(task.get("name"), f"{where}.name")
+    limit = task.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+        raise UserInputError(f"{where}.limit: expected a count >= 1 or a fraction in (0, 1), got {limit!r}")
+    batch_size = task.get("batch_size")
+    if batch_size is not None:
+        text = str(batch_size)
+        if not (text.isdigit() or text == "auto" or (text.startswith("auto:") and text[5:].isdigit())):
+            raise UserInputError(
+                f"{where}.batch_size: expected an integer, auto or auto:N, got {batch_size!r}"
+            )
+    fewshot = task.get("num_fewshot")
+    return TaskSpec(
+        name=name,
+        label=folder_name(task.get("label", slug(name)), f"{where}.label"),
+        num_fewshot=None if fewshot is None else _integer(fewshot, f"{where}.num_fewshot", 0),
+        limit=None if limit is None else float(limit),
+        batch_size=None if batch_size is None else str(batch_size),
+        metadata=dict(_mapping(task.get("metadata"), f"{where}.metadata")),
+        gen_kwargs=dict(_mapping(task.get("gen_kwargs"), f"{where}.gen_kwargs")),
+        apply_chat_template=_boolean(task.get("apply_chat_template", False), f"{where}.apply_chat_template"),
+        timeout_s=_timeout(task["timeout"], f"{where}.timeout") if "timeout" in task else default_timeout,
+        where=where,
+    )
+
+
+def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: Path) -> list[ModelSpec]:
+    """The models of one ``models[i]`` entry: one, or one per row of its ``models_csv``."""
+    entry = _mapping(raw if not isinstance(raw, str) else {"pretrained": raw}, where)
+    _check_keys(entry, MODEL_KEYS, where)
+    if ("pretrained" in entry) == ("models_csv" in entry):
+        raise UserInputError(f"{where}: give exactly one of pretrained: or models_csv:")
+    tasks = None
+    if "tasks" in entry:
+        tasks = tuple(_string(t, f"{where}.tasks[{i}]") for i, t in enumerate(_list(entry["tasks"])))
+        for i, label in enumerate(tasks):
+            if label not in labels:
+                hint = difflib.get_close_matches(label, sorted(labels), n=1)
+                raise UserInputError(
+                    f"{where}.tasks[{i}]: no task labelled {label!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else f" (labels: {', '.join(sorted(labels))})")
+                )
+    common = {
+        "model_args": {
+            **defaults["model_args"],
+            **_model_args(entry.get("model_args"), f"{where}.model_args"),
+        },
+        "precisions": _precisions(entry["precisions"], f"{where}.precisions")
+        if "precisions" in entry
+        else defaults["precisions"],
+        "ratios": _ratios(entry["ratios"], f"{where}.ratios") if "ratios" in entry else defaults["ratios"],
+        "tasks": tasks,
+        "gpus_per_job": _integer(entry["gpus_per_job"], f"{where}.gpus_per_job", 0)
+        if "gpus_per_job" in entry
+        else defaults["gpus_per_job"],
+    }
+    if "models_csv" in entry:
+        for key in ("name", "revision", "peft"):
+            if key in entry:
+                raise UserInputError(f"{where}.{key}: not allowed with models_csv (use the CSV's columns)")
+        csv_path = _path(entry["models_csv"], f"{where}.models_csv", base)
+        return [
+            ModelSpec(
+                pretrained=row.pretrained,
+                name=row.name,
+                revision=row.revision,
+                peft=row.peft,
+                where=f"{where} ({csv_path.name} line {row.line})",
+                **common,
+            )
+            for row in read_model_list(csv_path, f"{where}.models_csv")
+        ]
+    pretrained = local_path(_string(entry["pretrained"], f"{where}.pretrained"), base)
+    revision = _string(entry["revision"], f"{where}.revision") if "revision" in entry else None
+    peft = local_path(_string(entry["peft"], f"{where}.peft"), base) if "peft" in entry else None
+    name = (
+        folder_name(entry["name"], f"{where}.name")
+        if "name" in entry
+        else model_name(entry["pretrained"], revision, entry.get("peft"))
+    )
+    return [ModelSpec(pretrained, name, revision, peft, where=where, **common)]
+
+
+def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
+    _check_keys(raw, TOP_KEYS, "")
+    executor = raw.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise UserInputError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    default_timeout = _timeout(raw["timeout"], "timeout") if "timeout" in raw else DEFAULT_TIMEOUT_S
+    raw_tasks = _list(raw.get("tasks"))
+    if not raw_tasks:
+        raise UserInputError("tasks: at least one task is needed")
+    tasks = [_parse_task(t, f"tasks[{i}]", default_timeout) for i, t in enumerate(raw_tasks)]
+    labels: dict[str, str] = {}
+    for task in tasks:
+        if task.label in labels:
+            raise UserInputError(
+                f"{task.where}.label: {task.label!r} is already used by {labels[task.label]}; "
+                "set label: to tell them apart"
+            )
+        labels[task.label] = task.where
+    defaults = {
+        "model_args": _model_args(raw.get("model_args"), "model_args"),
+        "precisions": _precisions(raw.get("precisions"), "precisions"),
+        "ratios": _ratios(raw.get("ratios"), "ratios"),
+        "gpus_per_job": _integer(raw.get("gpus_per_job", 1), "gpus_per_job", 0),
+    }
+    raw_models = _list(raw.get("models"))
+    if not raw_models:
+        raise UserInputError("models: at least one model is needed")
+    models = [
+        m
+        for i, entry in enumerate(raw_models)
+        for m in _parse_models(entry, f"models[{i}]", defaults, set(labels), base)
+    ]
+    cells: dict[str, str] = {}
+    for model in models:
+        for precision in model.precisions:
+            for ratio in model.ratios:
+                for label in model.tasks or tuple(labels):
+                    key = f"{model.name}/{precision_folder(precision, ratio)}/{label}"
+                    if key in cells and cells[key] != model.where:
+                        raise UserInputError(
+                            f"{model.where}: job {key} is also a job of {cells[key]}; "
+                            "set name: (or precisions:) to tell them apart"
+                        )
+                    cells[key] = model.where
+    workers = raw.get("workers")
+    return BatchConfig(
+        source=source,
+        output_dir=_path(raw.get("output_dir", "results"), "output_dir", base),
+        executor=executor,
+        ray_address=_string(raw.get("ray_address", "auto"), "ray_address"),
+        workers=None if workers is None else _integer(workers, "workers", 1),
+        retries=_integer(raw.get("retries", 0), "retries", 0),
+        include_path=_path(raw["include_path"], "include_path", base) if raw.get("include_path") else None,
+        models=tuple(models),
+        tasks=tuple(tasks),
+    )

@@ -1,0 +1,164 @@
+"""The matrix: models × precisions × compression ratios × tasks, expanded into jobs.
+
+A job is one lm-eval run of one model in one precision (and compression ratio) on one task. Its
+``key`` ``<model>/<precision>/<task>`` is both its identity in the job store and its result folder
+under ``<output_dir>/results/``:
+
+* ``<model>`` - the model's ``name:`` (default ``org__name[@revision][+adapter]``, see
+  :func:`lm_eval_perf.batch.names.model_name`);
+* ``<precision>`` - the ``precision=`` name, ``default`` when the config has no precisions (the
+  checkpoint's own dtype), followed by ``@r<ratio>`` for a compressed model (``bfloat16@r0.6``).
+  Ratio 1.0 is the untouched model: it gets no suffix and no ``svd_ratio=``, so it shares its folder
+  with the same cell of a config without a ratio axis;
+* ``<task>`` - the task's ``label:`` (default: its name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+
+from lm_eval_perf.batch.config import BatchConfig, ModelSpec, TaskSpec
+from lm_eval_perf.batch.names import precision_folder
+from lm_eval_perf.errors import UserInputError
+
+# The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
+CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
+FILTER_KEYS = ("model", "precision", "ratio", "task")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the matrix: what to run and where its results go."""
+
+    key: str  # "<model>/<precision>/<task>", the result folder under results/
+    model: str
+    pretrained: str
+    precision: str | None
+    compression_ratio: float | None
+    task: str
+    task_label: str
+    model_args: dict = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # the program's arguments, without --output_path and --device
+    gpus: int = 0  # GPUs the job needs; 0: it runs on the CPU
+    timeout_s: float | None = None
+    program: tuple[str, ...] = CHILD_PROGRAM
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the job runs (not where): a finished result made with other settings differs."""
+        return hashlib.sha1(json.dumps([self.program[1:], self.args]).encode()).hexdigest()[:16]
+
+    def identity(self) -> dict:
+        """The job's description as written into ``job.json`` and the job store."""
+        return {
+            "key": self.key,
+            "model": self.model,
+            "pretrained": self.pretrained,
+            "precision": self.precision,
+            "compression_ratio": self.compression_ratio,
+            "task": self.task,
+            "task_label": self.task_label,
+            "model_args": self.model_args,
+            "gpus": self.gpus,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _model_args(model: ModelSpec, precision: str | None, ratio: float | None, gpus: int) -> dict:
+    args: dict = {"pretrained": model.pretrained}
+    if model.revision:
+        args["revision"] = model.revision
+    if model.peft:
+        args["peft"] = model.peft
+    if precision:
+        args["precision"] = precision
+    if ratio is not None and ratio < 1.0:
+        args["svd_ratio"] = ratio
+    if gpus > 1:
+        args["parallelize"] = True  # HFLM: device_map=auto over the job's visible GPUs
+    return {**args, **model.model_args}
+
+
+def _lm_eval_args(model_args: dict, task: TaskSpec, include_path: str | None) -> tuple[str, ...]:
+    args = ["--model", "perf-hf", "--model_args", json.dumps(model_args), "--tasks", task.name]
+    if task.num_fewshot is not None:
+        args += ["--num_fewshot", str(task.num_fewshot)]
+    if task.limit is not None:
+        args += ["--limit", f"{task.limit:g}"]
+    if task.batch_size is not None:
+        args += ["--batch_size", task.batch_size]
+    if task.metadata:
+        args += ["--metadata", json.dumps(task.metadata)]
+    if task.gen_kwargs:
+        args += ["--gen_kwargs", json.dumps(task.gen_kwargs)]
+    if task.apply_chat_template:
+        args += ["--apply_chat_template"]
+    if include_path:
+        args += ["--include_path", include_path]
+    return tuple(args)
+
+
+def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
+    """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU."""
+    tasks = {t.label: t for t in config.tasks}
+    include = str(config.include_path) if config.include_path else None
+    jobs = []
+    for model in config.models:
+        gpus = model.gpus_per_job if on_gpu else 0
+        for precision in model.precisions:
+            for ratio in model.ratios:
+                for label in model.tasks or tuple(tasks):
+                    task = tasks[label]
+                    model_args = _model_args(model, precision, ratio, gpus)
+                    jobs.append(
+                        Job(
+                            key=f"{model.name}/{precision_folder(precision, ratio)}/{label}",
+                            model=model.name,
+                            pretrained=model.pretrained,
+                            precision=precision,
+                            compression_ratio=ratio,
+                            task=task.name,
+                            task_label=label,
+                            model_args=model_args,
+                            args=_lm_eval_args(model_args, task, include),
+                            gpus=gpus,
+                            timeout_s=task.timeout_s,
+                        )
+                    )
+    return jobs
+
+
+def _matches(job: Job, key: str, values: list[str]) -> bool:
+    if key == "ratio":
+        try:
+            wanted = {float(v) for v in values}
+        except ValueError as exc:
+            raise UserInputError(f"--only ratio=...: {exc}") from exc
+        return (job.compression_ratio if job.compression_ratio is not None else 1.0) in wanted
+    if key == "precision":
+        return bool({job.precision or "default", job.key.split("/")[1]} & set(values))
+    if key == "task":
+        return bool({job.task_label, job.task} & set(values))
+    text = f"{job.model} {job.pretrained}" if key == "model" else job.key
+    return any(v in text for v in values)
+
+
+def select(jobs: list[Job], filters: list[str]) -> list[Job]:
+    """The jobs passing every filter. A filter is ``key=v1,v2`` - any value may match: ``model`` as a
+    substring of the model's name or ``pretrained``, ``task`` exactly (its label or lm-eval name),
+    ``precision`` exactly (``bfloat16`` or a folder name such as ``bfloat16@r0.6``), ``ratio`` as a
+    number (1 for the untouched model) - or a bare ``v1,v2``, substrings of the job key
+    ``model/precision/task``."""
+    for spec in filters:
+        key, sep, value = spec.partition("=")
+        key, values = (key.strip(), value) if sep else ("", spec)
+        if sep and key not in FILTER_KEYS:
+            raise UserInputError(f"--only {spec}: unknown key {key!r} (use {', '.join(FILTER_KEYS)})")
+        wanted = [v.strip() for v in values.split(",") if v.strip()]
+        if not wanted:
+            raise UserInputError(f"--only {spec!r}: nothing to match")
+        jobs = [j for j in jobs if _matches(j, key, wanted)]
+    return jobs

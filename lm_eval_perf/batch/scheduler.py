@@ -1,0 +1,127 @@
+"""Resume planning and the run loop, common to the local pool and Ray.
+
+:func:`plan` sorts the matrix against what is on disk: a job whose result folder exists is done
+(skipped); a failed one is skipped unless ``retry_failed``; everything else runs - new jobs, jobs
+that were ``running`` when a previous batch died, and ``done`` jobs whose result folder is gone.
+:func:`prepare` writes that to the store (under the output folder's lock) and deletes the staging
+folders killed attempts left. :func:`run` starts jobs whenever the executor has room (a job that
+fits may overtake a bigger one waiting for GPUs), records every outcome, re-queues a failed job up
+to ``retries`` times, and on Ctrl-C kills the running jobs and puts them back to ``pending``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lm_eval_perf.batch.layout import Layout
+from lm_eval_perf.batch.matrix import Job
+from lm_eval_perf.batch.progress import Progress
+from lm_eval_perf.batch.runner import Outcome
+from lm_eval_perf.batch.store import JobStore
+
+POLL_S = 2.0  # how often a waiting scheduler looks again for GPUs other processes freed
+
+
+class Executor(Protocol):
+    """Where jobs run (:class:`~lm_eval_perf.batch.local.LocalPool`, :class:`~.ray_pool.RayPool`)."""
+
+    on_gpu: bool
+    description: str
+    active: int
+
+    def check(self, jobs: list[Job]) -> None: ...
+
+    def refresh(self) -> None: ...
+
+    def full(self) -> bool: ...
+
+    def try_start(self, job: Job, number: int) -> bool: ...
+
+    def wait(self, timeout_s: float) -> list[Outcome]: ...
+
+    def stop(self) -> list[str]: ...
+
+
+@dataclass
+class Plan:
+    """The matrix sorted by what to do with each job."""
+
+    run: list[Job] = field(default_factory=list)
+    done: list[Job] = field(default_factory=list)
+    failed: list[Job] = field(default_factory=list)  # failed before, not retried
+    reasons: dict[str, str] = field(default_factory=dict)  # key -> why a known job runs again
+    changed: list[Job] = field(default_factory=list)  # done with other settings than the config's now
+
+
+def plan(jobs: list[Job], store: JobStore, layout: Layout, retry_failed: bool) -> Plan:
+    """Sort ``jobs`` (reads only)."""
+    result = Plan()
+    for job in jobs:
+        record = store.get(job.key)
+        status = record.get("status")
+        if layout.is_done(job.key):
+            result.done.append(job)
+            if status == "done" and record.get("fingerprint") not in (None, job.fingerprint):
+                result.changed.append(job)
+        elif status == "failed" and not retry_failed:
+            result.failed.append(job)
+        else:
+            result.run.append(job)
+            if status == "running":
+                result.reasons[job.key] = "interrupted"
+            elif status == "done":
+                result.reasons[job.key] = "result folder missing"
+            elif status == "failed":
+                result.reasons[job.key] = "retry"
+    return result
+
+
+def prepare(todo: Plan, store: JobStore, layout: Layout) -> None:
+    """Record the plan in the store and remove leftover staging folders (caller holds the lock)."""
+    for job in todo.done:
+        if store.status(job.key) != "done":
+            store.adopt(job.key)
+    for job in todo.run:
+        for folder in layout.stale_staging_dirs(job.key):
+            shutil.rmtree(folder, ignore_errors=True)
+        store.update(
+            job.key, **job.identity(), status="pending", attempts=store.get(job.key).get("attempts", 0)
+        )
+    store.save()
+
+
+def run(jobs: list[Job], store: JobStore, executor: Executor, retries: int, progress: Progress) -> None:
+    """Run ``jobs`` to completion (done, or failed after ``retries`` re-runs)."""
+    waiting = deque(jobs)
+    tries = dict.fromkeys((j.key for j in jobs), 0)
+    try:
+        while waiting or executor.active:
+            executor.refresh()
+            for job in list(waiting):
+                if executor.full():
+                    break
+                number = store.get(job.key).get("attempts", 0) + 1
+                if executor.try_start(job, number):
+                    waiting.remove(job)
+                    tries[job.key] += 1
+                    store.update(job.key, status="running", attempts=number)
+                    store.save()
+                    progress.started(job)
+            for outcome in executor.wait(POLL_S):
+                again = outcome.status == "failed" and tries[outcome.key] <= retries
+                status = "pending" if again else outcome.status
+                store.update(outcome.key, **{**outcome.record(), "status": status})
+                store.save()
+                if again:
+                    waiting.append(next(j for j in jobs if j.key == outcome.key))
+                progress.finished(outcome, again)
+    except KeyboardInterrupt:
+        for key in executor.stop():
+            store.update(key, status="pending")
+        store.save()
+        raise
+    finally:
+        progress.close()

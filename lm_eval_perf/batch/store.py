@@ -1,0 +1,126 @@
+"""The job store (``jobs.json``), the failures file and the output-folder lock.
+
+``jobs.json`` maps each job key to its record: ``status`` (``pending`` | ``running`` | ``done`` |
+``failed``), ``attempts``, the job's identity (:meth:`Job.identity`) and the last attempt's
+outcome (times in Unix seconds, ``duration_s``, ``exit_code``, ``error``, ``log``). It is rewritten
+atomically (temporary file + ``os.replace``) after every change, by the one process that holds the
+output folder's lock. The result folders are the ground truth for "done" (they appear complete, by
+rename; see :mod:`lm_eval_perf.batch.layout`): a record saying ``done`` whose folder is gone is run
+again, and a finished folder the store does not know about (the process died right after the
+rename) is adopted from its ``job.json``.
+
+``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
+(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path),
+rewritten atomically whenever it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from lm_eval_perf.batch.layout import JOB_FILE, Layout
+from lm_eval_perf.errors import UserInputError
+
+FAILURE_FIELDS = (
+    "key",
+    "model",
+    "precision",
+    "compression_ratio",
+    "task",
+    "attempts",
+    "error",
+    "tail",
+    "log",
+)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` so that readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; a one-line error naming ``what`` if it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{what} {path} cannot be read ({exc}); move it away to start over") from exc
+    if not isinstance(data, dict):
+        raise UserInputError(f"{what} {path} is not a JSON object; move it away to start over")
+    return data
+
+
+class JobStore:
+    """The records of ``jobs.json``; :meth:`save` writes them back."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.jobs: dict[str, dict] = (
+            read_json(layout.store, "job store").get("jobs", {}) if layout.store.exists() else {}
+        )
+        self._failures_text: str | None = None
+
+    def get(self, key: str) -> dict:
+        return self.jobs.get(key, {})
+
+    def status(self, key: str) -> str | None:
+        return self.jobs.get(key, {}).get("status")
+
+    def update(self, key: str, /, **fields) -> None:
+        """Change the record of ``key`` (not yet saved)."""
+        self.jobs.setdefault(key, {}).update(fields)
+
+    def adopt(self, key: str) -> None:
+        """Take the record of a finished job from its ``job.json`` (the store missed the end)."""
+        self.jobs[key] = read_json(self.layout.result_dir(key) / JOB_FILE, "job file")
+
+    def save(self) -> None:
+        """Write ``jobs.json`` and, if the set of failures changed, ``failures.jsonl``."""
+        write_atomic(self.layout.store, json.dumps({"version": 1, "jobs": self.jobs}, indent=1) + "\n")
+        failed = [
+            {k: record.get(k) for k in FAILURE_FIELDS}
+            for record in self.jobs.values()
+            if record.get("status") == "failed"
+        ]
+        text = "".join(json.dumps(f) + "\n" for f in failed)
+        if text != self._failures_text and (failed or self.layout.failures.exists()):
+            write_atomic(self.layout.failures, text)
+        self._failures_text = text
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """Hold the output folder's lock; a second batch on the same folder gets a one-line error.
+
+    ``flock`` is released by the kernel when the holder dies, so a killed run never blocks the next.
+    """
+    layout.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = layout.lock.read_text().strip() or "?"
+            raise UserInputError(
+                f"another batch_eval (pid {holder}) is running on {layout.root}; wait for it or stop it"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Low-rank compression: SVD truncation of linear layers, compressed checkpoints, the ``compress`` command."""

@@ -1,0 +1,179 @@
+"""SVD truncation of linear layers: ``svd_ratio=`` / ``svd_rank=`` / ``svd_targets=``.
+
+A targeted ``nn.Linear`` with weight W (M = out_features × N = in_features) becomes a
+:class:`LowRankLinear`: ``down`` (N → k, no bias) then ``up`` (k → M, W's bias), with
+``up.weight = U_k·√Σ_k`` and ``down.weight = √Σ_k·V_kᵀ`` from the truncated SVD W ≈ U_k Σ_k V_kᵀ.
+It holds k·(M + N) weights instead of M·N. The rank is
+
+    k = floor(r · M · N / (M + N))      (at least 1) for ``svd_ratio=r``, 0 < r ≤ 1,
+
+i.e. the fraction r of the layer's parameters is kept; ``svd_rank=k`` fixes k for every layer
+instead (k ≥ min(M, N) reproduces W up to float rounding). ``svd_ratio=1.0`` leaves the model
+untouched (the baseline row). The SVD runs in float32 on the model's device (the GPU when there is
+one); ``svd_solver`` picks how (:data:`SOLVERS`).
+
+``svd_targets`` selects layers by qualified module name: one or more patterns joined by ``|``; a
+pattern is an ``fnmatch`` glob (``*.mlp.*``, ``*.self_attn.[qk]_proj``) or, prefixed ``re:``, a
+Python regular expression matched with ``re.fullmatch``. Default ``*``: every ``nn.Linear`` except
+``lm_head`` (embeddings are not linear layers and are always kept). A pattern that matches no linear
+layer is a one-line error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.models.surgery import set_module
+
+DEFAULT_TARGETS = "*"
+KEPT = ("lm_head",)
+SOLVERS = {
+    "exact": "torch.linalg.svd of each weight in float32 (LAPACK on CPU, cuSOLVER on GPU)",
+    "gram": "eigendecomposition of the smaller Gram matrix W·Wᵀ or Wᵀ·W in float64 (fast on GPU)",
+    "lowrank": "randomized torch.svd_lowrank with k + 16 columns and 2 power iterations (approximate)",
+}
+
+
+class LowRankLinear(nn.Module):
+    """y = up(down(x)): two linear layers of rank ``rank`` in place of one M × N layer."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def rank_for_ratio(ratio: float, out_features: int, in_features: int) -> int:
+    """k = floor(r · M · N / (M + N)), at least 1."""
+    return max(1, math.floor(ratio * out_features * in_features / (out_features + in_features)))
+
+
+def check_ratio(ratio: float) -> float:
+    if not 0 < ratio <= 1:
+        raise UserInputError(
+            f"svd_ratio={ratio} must be in (0, 1]: the fraction of each layer's parameters kept"
+        )
+    return ratio
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        try:
+            return re.fullmatch(pattern[3:], name) is not None
+        except re.error as exc:
+            raise UserInputError(
+                f"svd_targets pattern {pattern!r} is not a regular expression: {exc}"
+            ) from exc
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def select_targets(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str]:
+    """Names of the ``nn.Linear`` layers matched by ``targets`` (``lm_head`` only when named)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    patterns = [p.strip() for p in targets.split("|") if p.strip()]
+    if not patterns:
+        raise UserInputError("svd_targets is empty: give a pattern such as * or *.mlp.*")
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {n for n in linears if _matches(pattern, n)}
+        if pattern in ("*", "re:.*"):
+            hits = {n for n in hits if n.rsplit(".", 1)[-1] not in KEPT}
+        if not hits:
+            example = linears[0] if linears else "none"
+            raise UserInputError(
+                f"svd_targets pattern {pattern!r} matches no linear layer (names look like {example!r})"
+            )
+        chosen |= hits
+    return [n for n in linears if n in chosen]
+
+
+def _factors(weight: torch.Tensor, rank: int, solver: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U_k·√Σ_k [M, k], √Σ_k·V_kᵀ [k, N]) of ``weight`` in float32."""
+    w = weight.detach().float()
+    m, n = w.shape
+    k = min(rank, m, n)
+    if solver == "exact":
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        u, s, vh = u[:, :k], s[:k], vh[:k]
+    elif solver == "gram":
+        wide = m < n  # eigendecompose the smaller Gram matrix
+        gram = (w @ w.t() if wide else w.t() @ w).double()
+        values, vectors = torch.linalg.eigh(gram)
+        top = vectors[:, -k:].flip(1)
+        s = values[-k:].flip(0).clamp(min=0).sqrt()
+        safe = torch.where(s > 0, s, torch.ones_like(s))
+        if wide:
+            u, vh = top, ((w.double().t() @ top) / safe).t()
+        else:
+            u, vh = (w.double() @ top) / safe, top.t()
+        u, s, vh = u.float(), s.float(), vh.float()
+    elif solver == "lowrank":
+        u, s, v = torch.svd_lowrank(w, q=min(k + 16, m, n), niter=2)
+        u, s, vh = u[:, :k], s[:k], v[:, :k].t()
+    else:
+        raise UserInputError(f"svd_solver={solver!r}: use one of {', '.join(SOLVERS)}")
+    root = s.sqrt()
+    return u * root, root[:, None] * vh
+
+
+@dataclass
+class SvdResult:
+    """What :func:`apply_svd` did, for the record."""
+
+    ranks: dict[str, int] = field(default_factory=dict)
+    dense_params: int = 0  # parameters of the replaced layers' weights before
+    lowrank_params: int = 0  # ... and after
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def apply_svd(
+    model: nn.Module,
+    ratio: float | None = None,
+    rank: int | None = None,
+    targets: str = DEFAULT_TARGETS,
+    solver: str = "exact",
+) -> SvdResult:
+    """Replace the targeted linear layers of ``model`` (in place, on their device) by their SVD truncation."""
+    if (ratio is None) == (rank is None):
+        raise UserInputError("give exactly one of svd_ratio and svd_rank")
+    if rank is not None and rank < 1:
+        raise UserInputError(f"svd_rank={rank} must be >= 1")
+    result = SvdResult()
+    names = select_targets(model, targets)
+    if ratio is not None and check_ratio(ratio) == 1.0:
+        return result
+    started = time.perf_counter()
+    for name in names:
+        linear = model.get_submodule(name)
+        m, n = linear.out_features, linear.in_features
+        k = rank if rank is not None else rank_for_ratio(ratio, m, n)  # type: ignore[arg-type]
+        up, down = _factors(linear.weight, k, solver)
+        k = up.shape[1]
+        new = LowRankLinear(
+            n, m, k, linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype
+        )
+        new.up.weight.copy_(up)
+        new.down.weight.copy_(down)
+        if linear.bias is not None:
+            new.up.bias.copy_(linear.bias)
+        set_module(model, name, new)
+        result.ranks[name] = k
+        result.dense_params += m * n
+        result.lowrank_params += k * (m + n)
+    if next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    result.seconds = time.perf_counter() - started
+    return result

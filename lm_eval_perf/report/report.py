@@ -1,0 +1,208 @@
+"""Everything the report templates show, as plain values (numbers already formatted).
+
+The templates (``templates/*.j2``, overridable with ``--template``) receive one object, ``report``,
+a :class:`ReportData`; its fields are documented below so that a user's template can use them.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+
+from lm_eval_perf.report.collect import Problem
+from lm_eval_perf.report.compare import Comparison, best_rows, compare
+from lm_eval_perf.report.console import fmt
+from lm_eval_perf.report.efficiency import METRICS, RowEfficiency, cell_mcr
+from lm_eval_perf.report.identity import RowKey
+from lm_eval_perf.report.study import Study, when
+from lm_eval_perf.report.tables import Table, accuracy_table, efficiency_table
+from lm_eval_perf.report.tasks import ACCURACY, BENCHMARKS, number
+
+
+@dataclass
+class FigureView:
+    """A drawn figure: ``name`` (file stem), ``title``, ``caption``, ``data_uri`` (PNG, base64),
+    ``files`` (paths of its PNG and PDF relative to the output folder)."""
+
+    name: str
+    title: str
+    caption: str
+    data_uri: str
+    files: list[str]
+
+
+@dataclass
+class ReportData:
+    """The ``report`` object of the templates.
+
+    ``accuracy``/``efficiency``: :class:`~lm_eval_perf.report.tables.Table`; ``best``: per model
+    ``{model, row, score}``; ``comparisons``: per non-baseline row ``{model, row, baseline, changes:
+    [{column, metric, baseline, value, delta}], gains: [{name, value}], mcr}`` (texts); ``mcr``: per
+    accuracy cell ``{model, row, column, value, reason}``; ``figures``: :class:`FigureView` list;
+    ``skipped``: ``{name, reason}`` of figures not drawn; ``failures``: batch_eval's failed jobs;
+    ``problems``: ``{path, reason}`` of unreadable files; ``missing``: ``{model, row, column}``;
+    ``notes``: texts (newest-wins choices and the like); ``unavailable``: ``{row, metrics, reason}``
+    of efficiency figures shown as ``--``; ``runs``: ``{path, model, row, origin,
+    date}``; ``benchmarks``: the column mapping; ``metrics``: the efficiency columns' definitions.
+    """
+
+    title: str
+    generated: str
+    results_dir: str
+    baseline: str
+    accuracy: Table
+    efficiency: Table
+    best: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+    mcr: list[dict] = field(default_factory=list)
+    figures: list[FigureView] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unavailable: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+    benchmarks: list[dict] = field(default_factory=list)
+    metrics: list[dict] = field(default_factory=list)
+
+
+def signed(value: float | None) -> str:
+    """A change: ``+0.125`` / ``-0.031`` / ``--``."""
+    text = fmt(value)
+    return f"+{text}" if value is not None and value > 0 else text
+
+
+def times(value: float | None) -> str:
+    """A gain factor: ``1.85x`` / ``--``."""
+    return "--" if value is None else f"{fmt(value, 2)}x"
+
+
+def _comparison(c: Comparison) -> dict:
+    return {
+        "model": c.row.model,
+        "row": c.row.label(),
+        "baseline": c.baseline.label(),
+        "changes": [
+            {
+                "column": ch.column.key,
+                "metric": (ch.metric or "").split(",")[0]
+                + (
+                    ""
+                    if ch.higher_is_better is None
+                    else " (higher is better)"
+                    if ch.higher_is_better
+                    else " (lower is better)"
+                ),
+                "baseline": fmt(ch.baseline),
+                "value": fmt(ch.value),
+                "delta": signed(ch.delta),
+            }
+            for ch in c.changes
+        ],
+        "gains": [{"name": name, "value": times(value)} for name, value in c.gains.items()],
+        "mcr": fmt(c.mcr),
+    }
+
+
+def _failure(record: dict) -> dict:
+    ratio = number(record.get("compression_ratio"))
+    return {
+        "model": str(record.get("model") or "?"),
+        "row": RowKey("", str(record.get("precision") or "default"), 1.0 if ratio is None else ratio).label(),
+        "task": str(record.get("task") or "?"),
+        "error": str(record.get("error") or "unknown error"),
+        "log": str(record.get("log") or ""),
+        "file": str(record.get("file") or ""),
+    }
+
+
+def _unavailable(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dict]:
+    """Why efficiency cells are ``--``: one entry per row and reason, naming the metrics."""
+    labels = {m.key: m.label for m in METRICS}
+    out = []
+    for row in study.rows:
+        by_reason: dict[str, list[str]] = {}
+        for key, reason in efficiency[row].unavailable.items():
+            if key in labels and efficiency[row].values.get(key) is None:
+                by_reason.setdefault(reason, []).append(labels[key])
+        for reason, metrics in by_reason.items():
+            out.append(
+                {"row": f"{row.model} / {row.label()}", "metrics": ", ".join(metrics), "reason": reason}
+            )
+    return out
+
+
+def build_report(
+    study: Study,
+    efficiency: dict[RowKey, RowEfficiency],
+    baseline: str,
+    figures: list[FigureView],
+    skipped: list[dict],
+    notes: list[str],
+) -> ReportData:
+    """The :class:`ReportData` of a study (figures already drawn and written)."""
+    comparisons, compare_notes = compare(study, efficiency, baseline)
+    best = [
+        {
+            "model": model,
+            "row": "--" if found is None else found[0].label(),
+            "score": "--" if found is None else fmt(found[1]),
+        }
+        for model, found in best_rows(study, efficiency).items()
+    ]
+    mcr = []
+    for row in study.rows:
+        for column in study.columns_of(ACCURACY):
+            cell = study.cell(row, column)
+            if cell is not None:
+                value, why = cell_mcr(study, cell, baseline)
+                mcr.append(
+                    {
+                        "model": row.model,
+                        "row": row.label(),
+                        "column": column.key,
+                        "value": fmt(value),
+                        "reason": why or "",
+                    }
+                )
+    problems: list[Problem] = study.inputs.problems
+    return ReportData(
+        title="lm-eval-perf benchmark report",
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        results_dir=str(study.inputs.root),
+        baseline=baseline,
+        accuracy=accuracy_table(study),
+        efficiency=efficiency_table(study, efficiency, baseline),
+        best=best,
+        comparisons=[_comparison(c) for c in comparisons],
+        mcr=mcr,
+        figures=figures,
+        skipped=skipped,
+        failures=[_failure(f) for f in study.inputs.failures],
+        problems=[{"path": study.inputs.relative(p.path), "reason": p.reason} for p in problems],
+        missing=[{"model": r.model, "row": r.label(), "column": c.key} for r, c in study.missing()],
+        notes=[*study.notes, *compare_notes, *notes],
+        unavailable=_unavailable(study, efficiency),
+        runs=[
+            {
+                "path": study.inputs.relative(run.path),
+                "model": run.row.model,
+                "row": run.row.label(),
+                "origin": run.origin,
+                "date": when(run.date),
+            }
+            for run in sorted(study.inputs.runs, key=lambda r: (r.row.sort_key(), r.date))
+        ],
+        benchmarks=[
+            {"column": b.column, "names": ", ".join(b.names), "metric": b.metric} for b in BENCHMARKS
+        ],
+        metrics=[{"label": m.label, "unit": m.unit, "key": m.key} for m in METRICS],
+    )
+
+
+def figure_view(name: str, title: str, caption: str, png: bytes, files: list[str]) -> FigureView:
+    return FigureView(
+        name, title, caption, "data:image/png;base64," + base64.b64encode(png).decode("ascii"), files
+    )

@@ -1,0 +1,191 @@
+"""Table columns from lm-eval's task and group names, and each column's primary metric.
+
+The EfficientLLM layout ``Model | Precision | MMLU-Pro | BBH | GPQA | IFEval | MATH | MUSR`` is
+used as soon as one of these leaderboard benchmarks is in the results; the column's value is the
+benchmark's primary metric:
+
+============  ==============================================  =============================
+column        lm-eval names                                    primary metric
+============  ==============================================  =============================
+MMLU-Pro      leaderboard_mmlu_pro                             ``acc``
+BBH           leaderboard_bbh, leaderboard_bbh_local, ...      ``acc_norm``
+GPQA          leaderboard_gpqa                                 ``acc_norm``
+IFEval        leaderboard_ifeval                               ``prompt_level_strict_acc``
+MATH          leaderboard_math_hard                            ``exact_match``
+MUSR          leaderboard_musr                                 ``acc_norm``
+============  ==============================================  =============================
+
+A name maps to a column when it is one of the names above or a group whose every leaf task is a
+member of that benchmark (``leaderboard_bbh_local``, or a group of a few ``leaderboard_bbh_*``
+subtasks) - a lone subtask is not the benchmark and keeps its own column. A group holding
+benchmarks (``leaderboard``) is replaced by its members. Other tasks get a column each, named after
+the task; groups are preferred over their subtasks: only the outermost entries that report a metric
+become columns (a group without a metric of its own is replaced by its members). Their primary
+metric is the first of the task's ``metric_list`` (for a group, the first metric it reports); the
+``none`` filter is preferred.
+
+The throughput sweep (``perf_throughput``, recognised by its ``points_ok`` metric) and the ESD
+analysis (``esd``, by ``alpha_layers``) are measurements, not accuracy: they become columns of kind
+``throughput`` / ``esd`` that the accuracy table leaves out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACCURACY, THROUGHPUT, ESD = "accuracy", "throughput", "esd"
+_NOT_METRICS = frozenset({"alias", "name", "sample_len", "sample_count", "samples", " "})
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A leaderboard benchmark of the EfficientLLM layout."""
+
+    column: str
+    names: tuple[str, ...]  # lm-eval task/group names that are the whole benchmark
+    prefix: str  # every member task's name starts with this
+    metric: str
+
+
+BENCHMARKS = (
+    Benchmark("MMLU-Pro", ("leaderboard_mmlu_pro",), "leaderboard_mmlu_pro", "acc"),
+    Benchmark("BBH", ("leaderboard_bbh", "leaderboard_bbh_local"), "leaderboard_bbh", "acc_norm"),
+    Benchmark("GPQA", ("leaderboard_gpqa",), "leaderboard_gpqa", "acc_norm"),
+    Benchmark("IFEval", ("leaderboard_ifeval",), "leaderboard_ifeval", "prompt_level_strict_acc"),
+    Benchmark("MATH", ("leaderboard_math_hard",), "leaderboard_math", "exact_match"),
+    Benchmark("MUSR", ("leaderboard_musr",), "leaderboard_musr", "acc_norm"),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the tables: a leaderboard benchmark or one task/group."""
+
+    key: str
+    kind: str = ACCURACY
+    benchmark: int | None = None  # position in BENCHMARKS
+
+    def sort_key(self) -> tuple:
+        kinds = (ACCURACY, THROUGHPUT, ESD)
+        return (kinds.index(self.kind), self.benchmark is None, self.benchmark or 0, self.key)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The value one results file gives one column."""
+
+    column: Column
+    task: str  # the lm-eval task or group the value comes from
+    metric: str | None  # "acc_norm,none"; None: the entry reports no usable metric
+    value: float | None
+    higher_is_better: bool | None
+    members: tuple[str, ...]  # ``task`` and every task/group below it
+
+
+def metric_keys(block: dict) -> list[str]:
+    """The ``metric,filter`` keys of a results block, stderr left out, in file order."""
+    return [
+        k
+        for k, v in block.items()
+        if k not in _NOT_METRICS and "," in k and "_stderr," not in k and isinstance(v, (int, float))
+    ]
+
+
+def number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _pick(block: dict, metric: str) -> str | None:
+    """The key of ``metric`` in ``block``, with the ``none`` filter if it has one."""
+    keys = [k for k in metric_keys(block) if k.split(",", 1)[0] == metric]
+    return f"{metric},none" if f"{metric},none" in keys else (keys[0] if keys else None)
+
+
+class ResultsIndex:
+    """The tasks and groups of one results JSON, and their entries for the tables."""
+
+    def __init__(self, data: dict):
+        self.blocks: dict[str, dict] = {**(data.get("results") or {}), **(data.get("groups") or {})}
+        self.children: dict[str, list[str]] = {
+            k: list(v) for k, v in (data.get("group_subtasks") or {}).items() if isinstance(v, list)
+        }
+        self.configs: dict = data.get("configs") or {}
+        self.higher: dict = data.get("higher_is_better") or {}
+
+    def members(self, name: str) -> tuple[str, ...]:
+        """``name`` and everything below it."""
+        out = [name]
+        for child in self.children.get(name, []):
+            out += [m for m in self.members(child) if m not in out]
+        return tuple(out)
+
+    def leaves(self, name: str) -> list[str]:
+        kids = self.children.get(name)
+        return [leaf for kid in kids for leaf in self.leaves(kid)] if kids else [name]
+
+    def top_level(self) -> list[str]:
+        below = {c for kids in self.children.values() for c in kids}
+        names = [*self.blocks, *(n for n in self.children if n not in self.blocks)]
+        return [n for n in names if n not in below]
+
+    def benchmark(self, name: str) -> int | None:
+        for i, bench in enumerate(BENCHMARKS):
+            member = lambda n, b=bench: n == b.prefix or n.startswith(b.prefix + "_")  # noqa: E731
+            if name in bench.names or (name in self.children and all(map(member, self.leaves(name)))):
+                return i
+        return None
+
+    def holds_benchmark(self, name: str) -> bool:
+        """Whether ``name`` is, or has below it, a leaderboard benchmark."""
+        return self.benchmark(name) is not None or any(map(self.holds_benchmark, self.children.get(name, [])))
+
+    def primary(self, name: str) -> str | None:
+        """The primary ``metric,filter`` key of a task or group that is not a leaderboard benchmark."""
+        block = self.blocks.get(name) or {}
+        listed = (self.configs.get(name) or {}).get("metric_list") or []
+        for item in listed:
+            key = _pick(block, str(item.get("metric"))) if isinstance(item, dict) else None
+            if key:
+                return key
+        keys = metric_keys(block)
+        none = [k for k in keys if k.endswith(",none")]
+        return (none or keys or [None])[0]
+
+    def _entry(self, column: Column, name: str, key: str | None) -> Entry:
+        block = self.blocks.get(name) or {}
+        metric = (key or "").partition(",")[0]
+        higher = (self.higher.get(name) or {}).get(metric) if key else None
+        if not isinstance(higher, bool):  # leaderboard scores are accuracies; others: unknown
+            higher = True if column.benchmark is not None else None
+        return Entry(
+            column=column,
+            task=name,
+            metric=key,
+            value=number(block.get(key)) if key else None,
+            higher_is_better=higher,
+            members=self.members(name),
+        )
+
+    def _resolve(self, name: str) -> list[Entry]:
+        block = self.blocks.get(name) or {}
+        kids = self.children.get(name, [])
+        bench = self.benchmark(name)
+        if bench is not None:
+            key = _pick(block, BENCHMARKS[bench].metric)
+            if key is None and kids:
+                return [e for kid in kids for e in self._resolve(kid)]
+            return [self._entry(Column(BENCHMARKS[bench].column, ACCURACY, bench), name, key)]
+        if "points_ok,none" in block:
+            return [self._entry(Column(name, THROUGHPUT), name, _pick(block, "best_decode_tokens_per_s"))]
+        if "alpha_layers,none" in block:
+            return [self._entry(Column(name, ESD), name, _pick(block, "alpha_mean"))]
+        if any(self.holds_benchmark(kid) for kid in kids):  # e.g. ``leaderboard``: split into benchmarks
+            return [e for kid in kids for e in self._resolve(kid)]
+        key = self.primary(name)
+        if key is None and kids:
+            return [e for kid in kids for e in self._resolve(kid)]
+        return [self._entry(Column(name), name, key)] if key else []
+
+    def entries(self) -> list[Entry]:
+        """One entry per column this results file has a value (or an empty benchmark) for."""
+        return [e for name in self.top_level() for e in self._resolve(name)]

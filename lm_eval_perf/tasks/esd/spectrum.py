@@ -1,0 +1,173 @@
+"""Weight matrices of a model and the eigenvalues of WᵀW, batched on the weights' own devices.
+
+Which layers: every ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and transformers' ``Conv1D`` (the
+GPT-2 family's 2-D "linear" weight), as the reference ``net_esd_estimator`` selects them. A 2-D
+weight W (M×N) is one matrix. A convolution weight (out, in, *kernel) is, as in the reference,
+``k = prod(kernel)`` matrices of shape out×in scaled by ``sqrt(conv_norm)`` (one per kernel position),
+and the layer's spectrum is the union of theirs.
+
+How: the eigenvalues of WᵀW are the squared singular values of W. Instead of an SVD, each matrix is
+reduced to its Gram matrix on the smaller side (WᵀW if M ≥ N, else WWᵀ: both have the same non-zero
+eigenvalues) and ``torch.linalg.eigvalsh`` solves that symmetric n×n problem, n = min(M, N).
+Same-shape matrices on the same device are stacked and handled in one batched matmul/eigvalsh.
+
+Accuracy. Both steps are backward stable, so every eigenvalue carries an absolute error of order
+``n · eps · λmax``: it is accurate relative to λmax, and an eigenvalue λ on its own is accurate to about
+``n · eps · λmax / λ``. (An SVD, as in the reference, resolves small eigenvalues better: its error on λ is
+about ``eps · sqrt(λ · λmax)``.) Computed eigenvalues that come out negative are set to 0.
+
+* ``eig_dtype=float64`` (the default; eps = 2.2e-16): even a trained attention projection whose smallest
+  eigenvalue is 4e-10·λmax (SmolLM2's q_proj) gets it to 1e-8 relative, measured against a float64
+  SVD. Every column matches an SVD-based float64 computation to float tolerance. On an H100 (FP64
+  tensor cores) this took 13.7 s for the 197 Linear weights of a 7B model (bench/esd.py measures it).
+* ``eig_dtype=float32`` (eps = 1.19e-7, faster where FP64 is slow): eigenvalues within ~1e-6·λmax. That bounds
+  the top of the spectrum (alpha with ``fix_fingers`` None or ``xmin_mid``, spectral_norm, norm,
+  stable_rank) but not its bottom: eigenvalues below ~1e-4·λmax are mostly rounding, and measured on
+  SmolLM2 that changes ``xmin_peak`` alpha (its histogram starts at the smallest eigenvalue) on 37 of
+  211 layers, ``matrix_rank``/``entropy`` (counted against ``λmax · max(M,N) · eps``) and what
+  ``filter_zeros`` removes. Use it for alpha screening, not for those columns.
+
+TF32 is switched off for the Gram matmul (:func:`exact_fp32_matmul`): TF32 keeps 10 mantissa bits and
+would cost ~1e-3·λmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.tasks.esd.streams import map_on_streams
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_BATCH_BYTES = 1 << 30  # device memory one stacked batch (weights, Gram, workspace) may take
+
+
+@dataclass(frozen=True)
+class LayerWeight:
+    """One analysed layer: its dotted name, weight, and the reference's M, N and params columns."""
+
+    name: str
+    weight: torch.Tensor
+    M: int  # weight.shape[0] (out_features of a Linear / out_channels of a Conv)
+    N: int  # weight.shape[1] (in_features / in_channels; out_features for transformers' Conv1D)
+    params: int  # elements of all parameters of the module (weight and bias)
+
+    @property
+    def kernel_positions(self) -> int:
+        """How many matrices the weight is: 1 for 2-D weights, prod(kernel) for a convolution."""
+        return math.prod(self.weight.shape[2:])
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        return int(self.weight.shape[0]), int(self.weight.shape[1])
+
+
+def _is_analysed(module: nn.Module) -> bool:
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        return True
+    # transformers.pytorch_utils.Conv1D (GPT-2 style): a Linear with its weight stored transposed
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
+
+
+def layer_weights(model: nn.Module) -> list[LayerWeight]:
+    """The analysed layers of ``model`` in ``named_modules`` order (a shared weight counted once)."""
+    layers: list[LayerWeight] = []
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        if not _is_analysed(module):
+            continue
+        weight = module.weight
+        if id(weight) in seen:
+            continue
+        seen.add(id(weight))
+        if not weight.is_floating_point() or weight.dim() < 2:
+            raise UserInputError(
+                f"layer {name} holds a {str(weight.dtype).removeprefix('torch.')} weight of shape "
+                f"{tuple(weight.shape)}: ESD needs the unquantized floating-point model"
+            )
+        if weight.is_meta:
+            raise UserInputError(f"layer {name} has no weights loaded (meta device): load the model fully")
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        layers.append(LayerWeight(name, weight, int(weight.shape[0]), int(weight.shape[1]), params))
+    return layers
+
+
+def _matrices(layer: LayerWeight, conv_norm: float, dtype: torch.dtype) -> torch.Tensor:
+    """The layer as a stack of matrices (k, rows, cols): a view of a 2-D weight, a scaled copy of a conv's."""
+    weight = layer.weight.detach()
+    if weight.dim() == 2:
+        return weight.unsqueeze(0)
+    stacked = weight.flatten(start_dim=2).permute(2, 0, 1).to(dtype)  # (out, in, k) -> (k, out, in)
+    return stacked * math.sqrt(conv_norm)
+
+
+@contextlib.contextmanager
+def exact_fp32_matmul() -> Iterator[None]:
+    """Full-precision float32 matmuls (no TF32 / bf16 passes) inside; the previous setting after."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``."""
+    w = matrices.to(dtype)
+    gram = w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
+    return torch.linalg.eigvalsh(gram).clamp_min_(0)
+
+
+def _batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int) -> int:
+    n = min(rows, cols)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_matrix = (rows * cols + 3 * n * n) * itemsize  # converted weight, Gram, eigvalsh workspace
+    return max(1, batch_bytes // per_matrix)
+
+
+def layer_eigenvalues(
+    layers: Sequence[LayerWeight],
+    dtype: torch.dtype = torch.float64,
+    conv_norm: float = 0.5,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    streams: int = 1,
+) -> list[torch.Tensor]:
+    """Per layer, all eigenvalues of WᵀW (k·min(M, N) for a convolution), ascending, on its device.
+
+    Matrices of one shape and device are stacked into batches of at most ``batch_bytes`` of device
+    memory; with ``streams`` > 1 that many batches are solved concurrently on CUDA side streams.
+    """
+    groups: dict[tuple, list[tuple[int, int]]] = {}  # (rows, cols, device) -> [(layer, position)]
+    for index, layer in enumerate(layers):
+        key = (*layer.matrix_shape, layer.weight.device)
+        groups.setdefault(key, []).extend((index, k) for k in range(layer.kernel_positions))
+    jobs: list[list[tuple[int, int]]] = []
+    for (rows, cols, _device), members in groups.items():
+        size = _batch_size(rows, cols, dtype, batch_bytes)
+        jobs.extend(members[start : start + size] for start in range(0, len(members), size))
+
+    def solve(chunk: list[tuple[int, int]]) -> list[torch.Tensor]:
+        matrices = {i: _matrices(layers[i], conv_norm, dtype) for i, _k in chunk}
+        return [gram_eigenvalues(torch.stack([matrices[i][k] for i, k in chunk]), dtype)]
+
+    with exact_fp32_matmul():
+        solved = map_on_streams(solve, jobs, lambda chunk: layers[chunk[0][0]].weight.device, streams)
+    parts: list[list[torch.Tensor]] = [[] for _ in layers]
+    for chunk, [values] in zip(jobs, solved):
+        for (i, _k), row in zip(chunk, values):
+            parts[i].append(row)
+    return [p[0] if len(p) == 1 else torch.sort(torch.cat(p)).values for p in parts]
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """``float32`` or ``float64`` as a torch dtype; anything else is a :class:`UserInputError`."""
+    if name not in DTYPES:
+        raise UserInputError(f"esd eig_dtype={name!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[name]

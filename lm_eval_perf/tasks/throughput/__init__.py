@@ -1,0 +1,10 @@
+"""``perf_throughput``: batch-size x generation-length throughput sweeps on the ``perf-hf`` model.
+
+    lm_eval --model perf-hf --model_args pretrained=arch:qwen2.5-7b,dtype=bfloat16 \\
+            --tasks perf_throughput --output_path results/ [--metadata '{"batch_sizes": [1, 8]}']
+
+Modules, in the order data flows: :mod:`.sweep` (options, points, keys) -> :mod:`.prompts` ->
+:mod:`.generation` (eager and static paths, one timed iteration) -> :mod:`.measure` (one point in
+a monitor window) -> :mod:`.figures` + :mod:`.bottleneck` (arithmetic) -> :mod:`.store` (the JSONL
+resume file) -> :mod:`.runner` (the sweep, OOM handling, lm-eval metrics) -> :mod:`.table`.
+"""

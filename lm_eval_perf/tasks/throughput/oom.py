@@ -1,0 +1,40 @@
+"""Out-of-memory errors at a sweep point: recognise them, free the memory, inject them for tests."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from lm_eval_perf.tasks.throughput.sweep import Point, SweepOptions
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``torch.OutOfMemoryError``, or a CUDA/cuBLAS error whose text says the memory ran out."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "cublas_status_alloc_failed" in text)
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: first line of the message`` - how a failure is written into a record."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def release_memory() -> None:
+    """Collect garbage and hand cached CUDA blocks back, after a failed point dropped its tensors."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def raise_injected(options: SweepOptions, point: Point) -> None:
+    """The ``inject_oom_from_batch_size`` hook: an ``OutOfMemoryError`` for every large enough batch."""
+    limit = options.inject_oom_from_batch_size
+    if limit is not None and point.batch_size >= limit:
+        raise torch.OutOfMemoryError(
+            f"injected out-of-memory error: batch_size {point.batch_size} >= "
+            f"inject_oom_from_batch_size {limit}"
+        )

@@ -1,0 +1,258 @@
+"""batch_eval configs: validation with one-line errors, ${VAR} expansion, the matrix and its folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_eval_perf.batch.cli import main
+from lm_eval_perf.batch.config import load_config
+from lm_eval_perf.batch.matrix import expand, select
+from lm_eval_perf.errors import UserInputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+output_dir: ./out
+models:
+  - arch:tiny-llama
+tasks:
+  - {name: leaderboard_bbh_local, label: bbh, limit: 1, metadata: {bbh_dir: /nowhere}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("models: [arch:tiny-llama\ntasks: [x]\n", "is not valid YAML (line"),
+        (GOOD + "precisions: [bfloat16, int3]\n", "precisions[1]: unknown precision 'int3'"),
+        (
+            GOOD.replace(
+                "  - arch:tiny-llama", "  - arch:tiny-llama\n  - {pretrained: x, precisions: [fp8]}"
+            ),
+            "models[1].precisions[0]: unknown precision 'fp8'",
+        ),
+        (GOOD + "ratios: [1.0, 1.5]\n", "ratios[1]: 1.5 is not a compression ratio in (0, 1]"),
+        (GOOD + "timeut: 5\n", "timeut: unknown key (did you mean 'timeout'?)"),
+        (GOOD.replace("leaderboard_bbh_local", "leaderboard_bhb_local"), "tasks[0].name: unknown task"),
+        (GOOD.replace("./out", "./afile/out"), "output_dir:"),
+        (GOOD + "  - {name: leaderboard_bbh_local, label: bbh}\n", "tasks[1].label: 'bbh' is already used"),
+        (
+            GOOD.replace("./out", "${NO_SUCH_VAR_X}/out"),
+            "output_dir: environment variable NO_SUCH_VAR_X is not set",
+        ),
+    ],
+    ids=[
+        "malformed-yaml",
+        "unknown-precision",
+        "unknown-model-precision",
+        "bad-ratio",
+        "unknown-key",
+        "unknown-task",
+        "unwritable-output",
+        "duplicate-label",
+        "unset-env",
+    ],
+)
+def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):
+    config_file = write(tmp_path / "cfg" / "batch.yaml", config)
+    write(tmp_path / "cfg" / "afile", "a file, not a folder")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["--config", str(config_file), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("lm-eval-perf: error: ") and message in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_missing_config_file_via_batch_eval_script(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "batch_eval.py"), "--config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == f"lm-eval-perf: error: config file {tmp_path / 'nope.yaml'} does not exist"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_env_expansion_with_defaults_and_config_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCH_TEST_ROOT", "/data/x")
+    monkeypatch.delenv("BATCH_TEST_UNSET", raising=False)
+    config = load_config(
+        write(
+            tmp_path / "c" / "b.yaml",
+            """
+output_dir: ${BATCH_TEST_ROOT:-/never}/out
+models: [arch:tiny-llama]
+tasks:
+  - name: leaderboard_bbh_local
+    metadata:
+      bbh_dir: "${BATCH_TEST_UNSET:-${CONFIG_DIR}/../shared/bbh}"
+      plain: "$HOME stays"
+""",
+        )
+    )
+    assert config.output_dir == Path("/data/x/out")
+    assert config.tasks[0].metadata == {"bbh_dir": f"{tmp_path / 'c'}/../shared/bbh", "plain": "$HOME stays"}
+
+
+def test_matrix_keys_model_args_and_ratio_folders(tmp_path):
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            """
+precisions: [bfloat16, int4]
+ratios: [1.0, 0.6]
+model_args: {monitor_interval: 0.5}
+models:
+  - {pretrained: org/Model-1B, revision: v2, gpus_per_job: 2}
+  - {pretrained: ./local/ckpt, name: mine, precisions: float32, ratios: [1.0], tasks: [esd]}
+tasks:
+  - name: leaderboard_bbh
+    label: bbh
+    num_fewshot: 3
+    limit: 0.5
+    batch_size: auto
+    gen_kwargs: {max_gen_toks: 64}
+    apply_chat_template: true
+  - esd
+""",
+        )
+    )
+    jobs = {j.key: j for j in expand(config, on_gpu=True)}
+    assert sorted(jobs) == sorted(
+        [
+            f"org__Model-1B@v2/{p}/{t}"
+            for p in ("bfloat16", "bfloat16@r0.6", "int4", "int4@r0.6")
+            for t in ("bbh", "esd")
+        ]
+        + ["mine/float32/esd"]
+    )
+    compressed = jobs["org__Model-1B@v2/int4@r0.6/bbh"]
+    assert compressed.model_args == {
+        "pretrained": "org/Model-1B",
+        "revision": "v2",
+        "precision": "int4",
+        "svd_ratio": 0.6,
+        "parallelize": True,
+        "monitor_interval": 0.5,
+    }
+    assert compressed.compression_ratio == 0.6 and compressed.gpus == 2
+    args = list(compressed.args)
+    assert json.loads(args[args.index("--model_args") + 1]) == compressed.model_args
+    assert args[args.index("--num_fewshot") + 1] == "3" and args[args.index("--limit") + 1] == "0.5"
+    assert args[args.index("--batch_size") + 1] == "auto"
+    assert json.loads(args[args.index("--gen_kwargs") + 1]) == {"max_gen_toks": 64}
+    assert "--apply_chat_template" in args and "--apply_chat_template" not in jobs["mine/float32/esd"].args
+    untouched = jobs["org__Model-1B@v2/bfloat16/bbh"]
+    assert "svd_ratio" not in untouched.model_args and untouched.compression_ratio == 1.0
+    local = jobs["mine/float32/esd"]
+    assert local.model_args["pretrained"] == str(tmp_path / "local" / "ckpt")
+    on_cpu = {j.key: j for j in expand(config, on_gpu=False)}
+    assert on_cpu[compressed.key].gpus == 0 and "parallelize" not in on_cpu[compressed.key].model_args
+
+
+def test_models_csv_rows_become_models_and_adapters(tmp_path):
+    write(
+        tmp_path / "lists" / "models.csv",
+        "# ESD study\nmodel,revision,source_model,name\n"
+        "HuggingFaceTB/SmolLM2-135M,,,\n"
+        "\n"
+        "./adapters/lora-r8,,HuggingFaceTB/SmolLM2-135M,lora-r8\n"
+        "org/other,abc123,,\n",
+    )
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            "models:\n  - {models_csv: lists/models.csv, precisions: [float32]}\ntasks: [esd]\n",
+        )
+    )
+    jobs = expand(config, on_gpu=False)
+    assert [j.key for j in jobs] == [
+        "HuggingFaceTB__SmolLM2-135M/float32/esd",
+        "lora-r8/float32/esd",
+        "org__other@abc123/float32/esd",
+    ]
+    assert jobs[1].model_args == {
+        "pretrained": "HuggingFaceTB/SmolLM2-135M",
+        "peft": str(tmp_path / "lists" / "adapters" / "lora-r8"),
+        "precision": "float32",
+    }
+    assert jobs[2].model_args["revision"] == "abc123"
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ("model,size\nx,1\n", "unknown column 'size'"),
+        ("revision\nmain\n", "has no 'model' column"),
+        ("model\n", "no models listed"),
+        ("model,name\nx,a/b\n", "line 2: name: 'a/b' is not a folder name"),
+    ],
+)
+def test_bad_models_csv_is_a_one_line_error(tmp_path, csv, message):
+    write(tmp_path / "m.csv", csv)
+    with pytest.raises(UserInputError, match=r"models\[0\]\.models_csv \(m\.csv\)") as info:
+        load_config(write(tmp_path / "b.yaml", "models: [{models_csv: m.csv}]\ntasks: [esd]\n"))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_two_models_may_share_a_name_but_not_a_job(tmp_path):
+    clash = r"models\[1\]: job a__b/default/esd is also a job of models\[0\]"
+    with pytest.raises(UserInputError, match=clash):
+        load_config(write(tmp_path / "b.yaml", "models: [a/b, {pretrained: a/b}]\ntasks: [esd]\n"))
+    config = load_config(
+        write(
+            tmp_path / "c.yaml",
+            "precisions: [bfloat16]\nmodels: [{pretrained: org/m, name: m}, "
+            "{pretrained: org/m-awq, name: m, precisions: [awq]}]\ntasks: [esd]\n",
+        )
+    )
+    jobs = {j.key: j.pretrained for j in expand(config, on_gpu=True)}
+    assert jobs == {"m/bfloat16/esd": "org/m", "m/awq/esd": "org/m-awq"}
+
+
+def test_only_filters_by_key_value_and_substring(tmp_path):
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            "precisions: [bfloat16, float16]\nratios: [1.0, 0.8]\nmodels: [org/a, org/b]\n"
+            "tasks: [esd, {name: leaderboard_bbh, label: bbh}]\n",
+        )
+    )
+    jobs = expand(config, on_gpu=False)
+    assert len(jobs) == 16
+    assert {j.key for j in select(jobs, ["model=org/b", "task=bbh", "precision=float16"])} == {
+        "org__b/float16/bbh",
+        "org__b/float16@r0.8/bbh",
+    }
+    assert {j.key for j in select(jobs, ["ratio=0.8", "org__a/bfloat16"])} == {
+        "org__a/bfloat16@r0.8/esd",
+        "org__a/bfloat16@r0.8/bbh",
+    }
+    assert len(select(jobs, ["ratio=1"])) == 8
+    with pytest.raises(UserInputError, match="unknown key 'size'"):
+        select(jobs, ["size=7b"])
+
+
+def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
+    config = write(tmp_path / "b.yaml", GOOD + "precisions: [float32, bfloat16]\n")
+    assert main(["--config", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "arch_tiny-llama/float32/bbh" in out
+    assert "arch_tiny-llama/bfloat16/bbh" in out
+    assert "2 jobs on local CPU" in out and "2 to run" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.yaml"]

@@ -1,0 +1,247 @@
+"""batch_eval end to end with real lm-eval jobs on tiny random-weight models (CPU).
+
+* a 7-job matrix (6 good, 1 with a bad model path) is SIGKILLed mid-run and run again;
+* an ESD model list (CSV of 2 tiny models and a missing one) runs and resumes;
+* the Ray executor (a local Ray instance) runs a matrix in two steps.
+
+The jobs score a two-document multiple-choice task (``batch_tiny``, written here into an include
+path) with ``--limit 1``, so each job's time is mostly lm-eval's start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lm_eval_perf.batch.layout import Layout
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TASK = """task: batch_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: ["yes", "no"]
+doc_to_target: "{{{{label}}}}"
+metric_list: [{{metric: acc}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A folder with the ``batch_tiny`` task (tasks/) and a 1-layer tiny-llama variant (tiny-1layer.json)."""
+    root = tmp_path_factory.mktemp("batch_tiny")
+    data = root / "tasks" / "tiny.jsonl"
+    data.parent.mkdir()
+    data.write_text(
+        '{"question": "Is the sky blue?", "label": 0}\n{"question": "Is fire cold?", "label": 1}\n'
+    )
+    (root / "tasks" / "batch_tiny.yaml").write_text(TINY_TASK.format(data=data))
+    arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
+    (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
+    return root
+
+
+def batch_command(config: Path) -> list[str]:
+    return [sys.executable, str(REPO / "batch_eval.py"), "--config", str(config), "--no-progress"]
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: relative path -> (inode, mtime in ns)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tiny, tmp_path_factory) -> SimpleNamespace:
+    """Start the matrix, SIGKILL batch_eval.py once 2 jobs are done and others run, run it twice more."""
+    root = tmp_path_factory.mktemp("batch_kill")
+    config = root / "batch.yaml"
+    config.write_text(
+        f"""
+output_dir: ./out
+include_path: {tiny / "tasks"}
+workers: 2
+models:
+  - arch:tiny-llama
+  - {{pretrained: "arch:{tiny / "tiny-1layer.json"}", name: tiny-1layer}}
+  - {{pretrained: ./no-such-model, tasks: [a]}}
+tasks:
+  - {{name: batch_tiny, label: a, limit: 1}}
+  - {{name: batch_tiny, label: b, limit: 1}}
+  - {{name: batch_tiny, label: c, limit: 1}}
+"""
+    )
+    layout = Layout(root / "out")
+    with open(root / "first.log", "w") as log:
+        first = subprocess.Popen(batch_command(config), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            jobs = json.loads(layout.store.read_text())["jobs"] if layout.store.exists() else {}
+            done = [k for k, r in jobs.items() if r.get("status") == "done"]
+            staging = list((root / "out" / "results").rglob(".*.staging-*"))
+            if len(done) >= 2 and staging:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the batch ended before it could be killed"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    after_kill = SimpleNamespace(
+        store=json.loads(layout.store.read_text())["jobs"],
+        staging=[p.relative_to(layout.root) for p in (root / "out" / "results").rglob(".*.staging-*")],
+        files=files_of(layout.root / "results"),
+    )
+    for _ in range(50):
+        orphans = processes_mentioning(str(layout.root))
+        if not orphans:
+            break
+        time.sleep(0.1)
+    second = subprocess.run(batch_command(config), capture_output=True, text=True)
+    files_after_second = files_of(layout.root / "results")
+    third = subprocess.run(batch_command(config), capture_output=True, text=True)
+    return SimpleNamespace(
+        layout=layout,
+        after_kill=after_kill,
+        orphans=orphans,
+        second=second,
+        files_after_second=files_after_second,
+        third=third,
+        good=[f"{m}/default/{t}" for m in ("arch_tiny-llama", "tiny-1layer") for t in "abc"],
+        bad="no-such-model/default/a",
+    )
+
+
+@pytest.mark.slow
+def test_killed_batch_resumes_without_rewriting_or_duplicating(killed_and_resumed):
+    run = killed_and_resumed
+    layout, killed = run.layout, run.after_kill
+    assert run.orphans == [], "jobs outlived the killed batch_eval.py"
+    done_before = {k for k, r in killed.store.items() if r["status"] == "done"}
+    running_at_kill = {k for k, r in killed.store.items() if r["status"] == "running"}
+    assert len(done_before) >= 2 and running_at_kill and killed.staging
+    assert f"{len(done_before)} done before" in run.second.stdout
+    assert f"{len(running_at_kill)} interrupted" in run.second.stdout
+    store = json.loads(layout.store.read_text())["jobs"]
+    for key in run.good:
+        folder = layout.result_dir(key)
+        assert store[key]["status"] == "done"
+        assert len(list(folder.rglob("results_*.json"))) == 1  # none duplicated
+        job = json.loads((folder / "job.json").read_text())
+        assert job["key"] == key and job["status"] == "done" and job["task"] == "batch_tiny"
+        results = json.loads(next(folder.rglob("results_*.json")).read_text())
+        assert results["results"]["batch_tiny"]["acc,none"] in (0.0, 1.0)
+    for key in done_before:  # no finished result rewritten
+        assert store[key]["attempts"] == 1
+        prefix = f"{key}/"
+        before = {p: v for p, v in killed.files.items() if p.startswith(prefix)}
+        assert before and before == {p: v for p, v in run.files_after_second.items() if p.startswith(prefix)}
+    for key in running_at_kill:  # the interrupted attempt ran again, logged as a second attempt
+        assert store[key]["attempts"] == 2
+        assert layout.log_path(key).read_text().count("===== attempt ") == 2
+    assert not list(layout.root.rglob(".*.staging-*"))  # no partial folder left, none counted as done
+    assert {k for k, r in store.items() if r["status"] == "done"} == set(run.good)
+
+
+@pytest.mark.slow
+def test_failed_job_lands_in_failures_file_and_others_finish(killed_and_resumed):
+    run = killed_and_resumed
+    assert run.second.returncode == 1
+    (failure,) = [json.loads(line) for line in run.layout.failures.read_text().splitlines()]
+    assert failure["key"] == run.bad
+    assert "model path" in failure["error"] and "does not exist" in failure["error"]
+    assert "does not exist" in failure["tail"] and Path(failure["log"]).is_file()
+    assert not run.layout.result_dir(run.bad).exists()
+    assert "6 of 7 jobs done, 1 failed" in run.second.stdout
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_matrix_runs_nothing(killed_and_resumed):
+    run = killed_and_resumed
+    assert run.third.returncode == 1  # the failed job stays failed without --retry-failed
+    assert "6 done before, 0 to run, 1 failed before (--retry-failed runs them again)" in run.third.stdout
+    assert files_of(run.layout.root / "results") == run.files_after_second
+
+
+@pytest.mark.slow
+def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
+    (tmp_path / "models.csv").write_text(
+        "model,name\narch:tiny-llama,tiny-llama\n"
+        f"arch:{tiny / 'tiny-1layer.json'},tiny-1layer\n./missing-model,\n"
+    )
+    config = tmp_path / "esd.yaml"
+    config.write_text(
+        "output_dir: ./out\nworkers: 2\nprecisions: [float32]\n"
+        "models: [{models_csv: models.csv}]\ntasks: [{name: esd, metadata: {dtype: float32}}]\n"
+    )
+    first = subprocess.run(batch_command(config), capture_output=True, text=True)
+    assert first.returncode == 1, first.stdout + first.stderr
+    layout = Layout(tmp_path / "out")
+    for name, layers in (("tiny-llama", 2), ("tiny-1layer", 1)):
+        (table,) = layout.result_dir(f"{name}/float32/esd").rglob("esd_layers.csv")
+        rows = list(csv.DictReader(table.open()))
+        assert len(rows) == 7 * layers + 1  # q, k, v, o, gate, up, down per decoder layer; lm_head
+        assert {r["is_adapter"] for r in rows} == {"False"}
+    (failure,) = [json.loads(line) for line in layout.failures.read_text().splitlines()]
+    assert failure["key"] == "missing-model/float32/esd" and "does not exist" in failure["error"]
+    finished = files_of(layout.root / "results")
+    again = subprocess.run(batch_command(config), capture_output=True, text=True)
+    assert "3 jobs on local CPU, 2 at a time: 2 done before, 0 to run, 1 failed before" in again.stdout
+    assert again.returncode == 1 and files_of(layout.root / "results") == finished
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_and_resumes_a_matrix(tiny, tmp_path):
+    ray = pytest.importorskip("ray")
+    from lm_eval_perf.batch.cli import Options, run_batch
+    from lm_eval_perf.batch.config import load_config
+    from lm_eval_perf.batch.ray_pool import RayPool
+
+    config_file = tmp_path / "ray.yaml"
+    config_file.write_text(
+        f"output_dir: ./out\nexecutor: ray\nray_address: local\ninclude_path: {tiny / 'tasks'}\n"
+        "models: [arch:tiny-llama]\ntasks: [{name: batch_tiny, label: a, limit: 1}, "
+        "{name: batch_tiny, label: b, limit: 1}]\n"
+    )
+    config = load_config(config_file)
+    layout = Layout(config.output_dir)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        pool = RayPool(layout, config.ray_address, workers=2)
+        assert not pool.on_gpu
+        assert run_batch(config, pool, Options(only=["task=a"], progress=False)) == 0
+        first = files_of(layout.result_dir("arch_tiny-llama/default/a"))
+        assert not layout.is_done("arch_tiny-llama/default/b")
+        assert run_batch(config, RayPool(layout, config.ray_address, workers=2), Options(progress=False)) == 0
+        assert files_of(layout.result_dir("arch_tiny-llama/default/a")) == first
+        assert layout.is_done("arch_tiny-llama/default/b")
+        job = json.loads((layout.result_dir("arch_tiny-llama/default/b") / "job.json").read_text())
+        assert job["status"] == "done" and job["attempts"] == 1
+        store = json.loads(layout.store.read_text())["jobs"]
+        assert {r["status"] for r in store.values()} == {"done"}
+    finally:
+        ray.shutdown()

@@ -1,0 +1,223 @@
+"""precision= in perf-hf: dtype casts, calibration-free int4 on CPU, AWQ checkpoints, records, MCR."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.models.perf_hf import PerfHFLM
+from lm_eval_perf.models.quant.int4 import from_awq_tensors, quantize_rtn, to_awq_tensors
+from lm_eval_perf.models.quant.kernels import TinyGemmInt4Linear
+from lm_eval_perf.models.sources import load_architecture
+from lm_eval_perf.report.mcr import mcr_from_results
+from lm_eval_perf.tasks.perplexity_local.data import DEFAULT_TEXT
+
+TINY = load_architecture("tiny-llama")
+GROUP = 32
+
+
+def _load(**args) -> PerfHFLM:
+    return PerfHFLM(pretrained="arch:tiny-llama", device="cpu", batch_size=1, print_summary=False, **args)
+
+
+def _next_token_accuracy(lm: PerfHFLM) -> float:
+    """Fraction of the local text's tokens the model predicts (argmax of the previous position)."""
+    ids = lm.tokenizer(DEFAULT_TEXT.read_text()[:2000], return_tensors="pt")["input_ids"][:, :256]
+    with torch.no_grad():
+        logits = lm.model(ids).logits
+    return float((logits[0, :-1].argmax(-1) == ids[0, 1:]).float().mean())
+
+
+def _expected_bytes(element: int, int4_compute: int | None = None) -> int:
+    """Weight bytes from the tiny-llama config: embeddings (tied), norms, and per layer the seven
+    linears - dense (element bytes each) or int4 (½ byte each + a scale and a zero per group)."""
+    h, i, v, layers = (
+        TINY["hidden_size"],
+        TINY["intermediate_size"],
+        TINY["vocab_size"],
+        TINY["num_hidden_layers"],
+    )
+    kv = TINY["num_key_value_heads"] * h // TINY["num_attention_heads"]
+    linears = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]  # (out, in)
+    dense = v * h + (2 * layers + 1) * h
+    if int4_compute is None:
+        per_layer = sum(n * k for n, k in linears) * element
+    else:
+        per_layer = sum(n * k // 2 + (k // GROUP) * n * 2 * int4_compute for n, k in linears)
+    return dense * element + layers * per_layer
+
+
+def _rotary_bytes(lm: PerfHFLM) -> int:
+    return sum(b.numel() * b.element_size() for name, b in lm.model.named_buffers() if "rotary" in name)
+
+
+def test_casts_and_int4_weight_bytes_and_mcr_match_hand_computation():
+    runs = {
+        "float32": _load(precision="float32"),
+        "bfloat16": _load(precision="bfloat16"),
+        "int4": _load(precision="int4", group_size=GROUP, dtype="float32"),
+    }
+    expected = {
+        "float32": _expected_bytes(4),
+        "bfloat16": _expected_bytes(2),
+        "int4": _expected_bytes(4, int4_compute=4),
+    }
+    records = {}
+    for name, lm in runs.items():
+        record = lm.plan.record(lm.model)
+        records[name] = record
+        assert record["precision"]["weight_bytes"] == expected[name] + _rotary_bytes(lm)
+        assert lm.shape.weight_bytes == record["precision"]["weight_bytes"]
+        assert record["precision"]["name"] == name
+    int4 = records["int4"]["precision"]
+    assert (int4["method"], int4["bits"], int4["group_size"], int4["backend"]) == (
+        "rtn",
+        4,
+        GROUP,
+        "tinygemm",
+    )
+    assert "_weight_int4pack_mm_for_cpu" in int4["kernel"]
+    assert int4["quantized_layers"] == 7 * TINY["num_hidden_layers"]
+    # logical parameter count is unchanged by packing
+    assert runs["int4"].shape.params == runs["float32"].shape.params
+
+    perf = {name: _next_token_accuracy(lm) for name, lm in runs.items()}
+    results = {
+        name: {
+            "results": {"next_token": {"acc,none": perf[name]}},
+            "config": {"efficiency": {"load": records[name]}},
+        }
+        for name in runs
+    }
+    got = mcr_from_results(results["float32"], results["int4"], "acc")
+    by_hand = (expected["float32"] + _rotary_bytes(runs["float32"])) / (
+        expected["int4"] + _rotary_bytes(runs["int4"])
+    )
+    if perf["float32"] > 0:
+        assert got["mcr"] == pytest.approx(by_hand * perf["int4"] / perf["float32"])
+    else:
+        assert got["mcr"] is None
+
+
+def test_unknown_precision_is_one_line_error():
+    with pytest.raises(UserInputError) as error:
+        _load(precision="int3")
+    message = str(error.value)
+    assert "\n" not in message and "int3" in message and "bfloat16" in message and "awq" in message
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        ({"precision": "nf4"}, ["CUDA", "tinygemm"]),
+        ({"precision": "int4", "quant_backend": "gemlite"}, ["CUDA", "tinygemm"]),
+        ({"precision": "awq", "quant_backend": "gptqmodel"}, ["CUDA", "tinygemm"]),
+    ],
+)
+def test_gpu_only_method_on_cpu_names_alternatives(args, names):
+    with pytest.raises(UserInputError) as error:
+        _load(**args)
+    message = str(error.value)
+    assert "\n" not in message and all(name in message for name in names)
+
+
+def test_awq_packing_roundtrips_and_cpu_kernel_matches_dequantized_weights():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 256), torch.randn(96)
+    quantized = quantize_rtn(weight, 64)
+    back = from_awq_tensors(**to_awq_tensors(quantized))
+    assert torch.equal(back.q, quantized.q) and torch.equal(back.zeros, quantized.zeros)
+    layer = TinyGemmInt4Linear(back, bias, torch.float32, "cpu")
+    x = torch.randn(3, 5, 256)
+    reference = torch.nn.functional.linear(x, back.dequantize(), bias)
+    assert torch.allclose(layer(x), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """tiny-llama with seeded random weights and the SmolLM2 tokenizer, saved as a HF directory."""
+    folder = tmp_path_factory.mktemp("tiny")
+    config = dict(TINY)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    )
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
+    return folder
+
+
+def test_quantize_command_writes_awq_checkpoint_that_loads_as_int4(tmp_path, tiny_model_dir, bbh_dir):
+    from lm_eval_perf.cli import main
+
+    out = tmp_path / "awq"
+    argv = ["quantize", "--method", "awq", "--model", str(tiny_model_dir), "--out", str(out)]
+    argv += [
+        "--bbh-dir",
+        str(bbh_dir),
+        "--group-size",
+        str(GROUP),
+        "--samples",
+        "4",
+        "--seq-len",
+        "64",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    config = transformers.AutoConfig.from_pretrained(out).quantization_config
+    assert (config["quant_method"], config["group_size"], config["version"]) == ("awq", GROUP, "gemm")
+    lm = PerfHFLM(
+        pretrained=str(out), precision="awq", dtype="float32", device="cpu", batch_size=1, print_summary=False
+    )
+    record = lm.plan.record(lm.model)["precision"]
+    assert (record["method"], record["group_size"], record["backend"]) == ("awq", GROUP, "tinygemm")
+    assert record["quantized_layers"] == 7 * TINY["num_hidden_layers"]
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.randint(0, 1000, (1, 32))
+    with torch.no_grad():
+        got, want = lm.model(ids).logits, base(ids).logits
+    # int4 changes the logits, but a quantized model must stay close to the float one
+    assert 0 < float((got - want).norm() / want.norm()) < 0.5
+    assert main(argv) == 2  # --out exists now: one-line error, nothing overwritten
+
+
+def test_quantize_of_random_weights_is_refused_on_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lm_eval_perf.cli",
+            "quantize",
+            "--method",
+            "awq",
+            "--model",
+            "arch:tiny-llama",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "arch:" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_precision_math_of_rtn_group_quantizer():
+    torch.manual_seed(1)
+    weight = torch.randn(8, 64)
+    quantized = quantize_rtn(weight, 32)
+    step = quantized.scales.repeat_interleave(32, dim=1)
+    assert quantized.q.max() <= 15 and quantized.zeros.max() <= 15
+    # round-to-nearest: every weight is within half a step of its dequantized value (unless clamped)
+    assert bool(((quantized.dequantize() - weight).abs() <= step / 2 + 1e-6).all())
+    assert math.isclose(float(quantized.dequantize().abs().max()), float(weight.abs().max()), rel_tol=0.1)
