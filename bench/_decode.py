@@ -59,7 +59,7 @@ def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int
     result = runner.run(lm, options)
     records = [
         r
-        for r in ResultsFile(Path(result["results_file"])).records().values()
+        for r in ResultsFile(Path(result["artifacts"]["perf_throughput_jsonl"])).records().values()
         if r["key"]["backend"] == mode
         and r["key"]["batch_size"] == batch
         and r["key"]["new_tokens"] == new_tokens

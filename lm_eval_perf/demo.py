@@ -39,14 +39,22 @@ def main(argv: list[str]) -> int:
 
     return cli_main(
         [
-            "--model", "perf-hf",
-            "--model_args", "pretrained=bundled:smollm2,dtype=float32",
-            "--tasks", "leaderboard_bbh_local",
-            "--limit", str(args.limit),
-            "--device", device,
-            "--batch_size", args.batch_size,
-            "--metadata", json.dumps({"bbh_dir": str(bbh)}),
-            "--output_path", args.output,
+            "--model",
+            "perf-hf",
+            "--model_args",
+            "pretrained=bundled:smollm2,dtype=float32",
+            "--tasks",
+            "leaderboard_bbh_local",
+            "--limit",
+            str(args.limit),
+            "--device",
+            device,
+            "--batch_size",
+            args.batch_size,
+            "--metadata",
+            json.dumps({"bbh_dir": str(bbh)}),
+            "--output_path",
+            args.output,
         ]
     )
 

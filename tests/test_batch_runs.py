@@ -202,7 +202,7 @@ def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
     assert first.returncode == 1, first.stdout + first.stderr
     layout = Layout(tmp_path / "out")
     for name, layers in (("tiny-llama", 2), ("tiny-1layer", 1)):
-        (table,) = layout.result_dir(f"{name}/float32/esd").rglob("esd_layers.csv")
+        (table,) = layout.result_dir(f"{name}/float32/esd").rglob("esd_layers_*.csv")
         rows = list(csv.DictReader(table.open()))
         assert len(rows) == 7 * layers + 1  # q, k, v, o, gate, up, down per decoder layer; lm_head
         assert {r["is_adapter"] for r in rows} == {"False"}

@@ -58,7 +58,9 @@ def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     [results_json] = tmp_path.glob("*/results_*.json")
-    layers_csv = results_json.parent / runner.CSV_NAME  # next to lm-eval's results JSON
+    results = json.loads(results_json.read_text())
+    layers_csv = Path(results["config"]["lm_eval_perf_artifacts"]["esd_layers_csv"])
+    assert layers_csv.parent == results_json.parent and layers_csv.name.startswith("esd_layers_")
     rows = _read_csv(layers_csv)
     assert len(rows) >= 200
     assert list(rows[0]) == [*runner.IDENTITY_COLUMNS, *COLUMNS]
@@ -66,7 +68,7 @@ def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
         assert row["model_id"] == "bundled:smollm2" and row["is_adapter"] == "False"
         for column in COLUMNS[1:]:
             assert math.isfinite(float(row[column])), (row["longname"], column)
-    metrics = json.loads(results_json.read_text())["results"]["esd"]
+    metrics = results["results"]["esd"]
     for name in METRICS:
         assert math.isfinite(metrics[f"{name},none"]), name
     assert metrics["num_layers,none"] == len(rows)
@@ -135,7 +137,9 @@ def test_a_lora_adapter_is_merged_and_reported_as_adapter(lora_adapter):
     assert hasattr(lm.model, "merge_and_unload")  # refused before anything was merged
 
     result = runner.run(lm, {"merge_device": "cpu"})
-    rows = {r["longname"]: r for r in _read_csv(root / "out" / runner.CSV_NAME)}
+    layers_csv = Path(result["artifacts"]["esd_layers_csv"])
+    assert layers_csv.parent == root / "out"
+    rows = {r["longname"]: r for r in _read_csv(layers_csv)}
     assert not any("lora" in name for name in rows)  # merged: no separate LoRA matrices left
     q_proj = rows["model.layers.0.self_attn.q_proj"]
     assert q_proj["is_adapter"] == "True"
@@ -145,8 +149,8 @@ def test_a_lora_adapter_is_merged_and_reported_as_adapter(lora_adapter):
     assert result["is_adapter"] is True and result["metrics"]["num_layers"] == len(rows)
 
     # batch_eval names the model itself; a second run finds the adapter already merged
-    runner.run(lm, {"model_id": "org/adapter-7", "source_model": "org/base"})
-    again = _read_csv(root / "out" / runner.CSV_NAME)
+    second = runner.run(lm, {"model_id": "org/adapter-7", "source_model": "org/base"})
+    again = _read_csv(Path(second["artifacts"]["esd_layers_csv"]))
     assert {(r["model_id"], r["source_model"], r["is_adapter"]) for r in again} == {
         ("org/adapter-7", "org/base", "True")
     }

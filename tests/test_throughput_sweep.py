@@ -216,3 +216,23 @@ def test_bbh_prompts_come_from_the_bbh_inputs(lm, bbh_dir):
     ids = prompt_ids(lm.tokenizer, lm.model.config.vocab_size, options, batch_size=2)
     examples = json.loads(sorted(bbh_dir.glob("*.json"))[0].read_text())["examples"]
     assert "\n\n".join(e["input"] for e in examples[:5]).startswith(lm.tokenizer.decode(ids[0]))
+
+
+def test_a_sweep_run_as_an_lm_eval_request_is_listed_and_stays_out_of_the_evaluation_record(lm, in_tmp):
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_perf.tasks.plugin import PLUGIN_KEY
+
+    spec = {"plugin": "perf_throughput", "options": {**FAST, "batch_sizes": [1], "gen_lengths": [4]}}
+    sweep = Instance("generate_until", {}, ("", {PLUGIN_KEY: spec}), 0, ("perf_throughput", 0, 1))
+    normal = Instance(
+        "generate_until", {}, ("Hello there", {"until": ["\n"], "max_gen_toks": 3}), 0, ("greeting", 0, 1)
+    )
+    answers = lm.generate_until([sweep, normal])
+    assert json.loads(answers[0])["metrics"]["decode_tokens_per_s@bs1_gen4"] > 0
+    assert isinstance(answers[1], str)
+    info = lm.get_model_info()
+    assert info["lm_eval_perf_artifacts"]["perf_throughput_jsonl"] == str(in_tmp / "perf_throughput.jsonl")
+    generation = info["efficiency"]["kinds"]["generate_until"]
+    assert generation["samples"] == 1  # the lm-eval request only; the sweep's generations measure themselves
+    assert set(info["efficiency"]["tasks"]) == {"greeting"}

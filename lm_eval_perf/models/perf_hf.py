@@ -33,6 +33,7 @@ import atexit
 import contextlib
 import difflib
 import inspect
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -176,7 +177,8 @@ class PerfHFLM(HFLM):
         self._artifacts_dir = artifacts_dir
         self.generation_backend = generation_backend
         self._session: EvalSession | None = None
-        self._probing = False
+        self._unmeasured = False  # batches outside the evaluation: batch-size probes, plugin tasks
+        self.artifacts: dict[str, str] = {}  # files plugin tasks wrote, by name
         self.efficiency: dict | None = None
 
     # -- loading hooks (HFLM calls these from its __init__) --------------------------------------
@@ -255,7 +257,7 @@ class PerfHFLM(HFLM):
                 return super().generate_until(requests, disable_tqdm=disable_tqdm)
         # Plugin tasks (throughput sweep, ESD) are carried out here and measure themselves.
         results: list[str | None] = [
-            run_plugin(self, requests[i].args[1]) if i in plugins else None for i in range(len(requests))
+            self._run_plugin(requests[i].args[1]) if i in plugins else None for i in range(len(requests))
         ]
         normal = [r for i, r in enumerate(requests) if i not in plugins]
         if normal:
@@ -273,15 +275,28 @@ class PerfHFLM(HFLM):
     # -- the narrow waists -----------------------------------------------------------------------
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
-        self._probing = True  # batch-size probing passes are not part of the evaluation
-        try:
+        with self._outside_evaluation():
             return super()._detect_batch_size(requests, pos)
+
+    @contextlib.contextmanager
+    def _outside_evaluation(self) -> Iterator[None]:
+        """Model calls in this block are not recorded as evaluation batches."""
+        previous, self._unmeasured = self._unmeasured, True
+        try:
+            yield
         finally:
-            self._probing = False
+            self._unmeasured = previous
+
+    def _run_plugin(self, generation_kwargs) -> str:
+        """A plugin task's request (it measures itself); the files it wrote go into the results JSON."""
+        with self._outside_evaluation():
+            result = run_plugin(self, generation_kwargs)
+        self.artifacts.update(result.get("artifacts", {}))
+        return json.dumps(result)
 
     def _model_call(self, inps, attn_mask=None, labels=None):
         session = self._session
-        if session is None or self._probing:
+        if session is None or self._unmeasured:
             return super()._model_call(inps, attn_mask, labels)
         start = session.clock.now()
         logits = super()._model_call(inps, attn_mask, labels)
@@ -295,7 +310,7 @@ class PerfHFLM(HFLM):
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         session = self._session
-        if session is None or self._probing:
+        if session is None or self._unmeasured:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         timer = TokenTimer(session.clock)
         processors = generation_kwargs.pop("logits_processor", None)
@@ -341,4 +356,6 @@ class PerfHFLM(HFLM):
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["efficiency"] = self.finish_measurement()
+        if self.artifacts:
+            info["lm_eval_perf_artifacts"] = dict(self.artifacts)
         return info

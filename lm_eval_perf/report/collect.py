@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from lm_eval_perf.batch.layout import JOB_FILE, STAGING_MARK
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.report.identity import RowKey, row_of
+from lm_eval_perf.report.identity import RowKey, model_args, row_of
 
 FAILURES_FILE = "failures.jsonl"
 
@@ -50,6 +50,20 @@ class Run:
     @property
     def origin(self) -> str:
         return "batch_eval" if self.job else "lm_eval"
+
+    def artifact(self, name: str, default_file: str) -> Path:
+        """A file a plugin task wrote for this run.
+
+        perf-hf lists them in ``config.lm_eval_perf_artifacts``; a recorded path that no longer
+        exists (a results folder copied elsewhere) is looked up by its file name next to this results
+        JSON. Runs without the list use ``default_file`` in ``artifacts_dir=`` or next to the JSON.
+        """
+        recorded = ((self.data.get("config") or {}).get("lm_eval_perf_artifacts") or {}).get(name)
+        if recorded:
+            path = Path(recorded).expanduser()
+            return path if path.exists() else self.path.parent / path.name
+        folder = model_args(self.data).get("artifacts_dir")
+        return Path(folder).expanduser() / default_file if folder else self.path.parent / default_file
 
 
 @dataclass

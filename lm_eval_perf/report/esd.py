@@ -1,9 +1,10 @@
-"""The ESD task's per-layer table (``esd_layers.csv``) of each row.
+"""The ESD task's per-layer table (``esd_layers_<run>.csv``) of each row.
 
-The ESD runner writes ``esd_layers.csv`` next to lm-eval's results JSON (or into ``artifacts_dir=``)
-and replaces it on every run, so a folder's CSV belongs to the newest results file in it that has
-an ESD entry; an older run of that folder gets no layers (and a note). Rows that are truncated or
-whose ``alpha`` is not a number are reported and left out.
+The ESD runner writes its CSV next to lm-eval's results JSON (or into ``artifacts_dir=``), named
+after lm-eval's run time stamp, and perf-hf lists it in the results JSON (see ``Run.artifact``). A
+run without that list falls back to ``esd_layers.csv`` in its folder; when several runs share such a
+file, it belongs to the newest of them that has an ESD entry, and an older run gets no layers (and a
+note). Rows that are truncated or whose ``alpha`` is not a number are reported and left out.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_perf.report.collect import Problem, Run
-from lm_eval_perf.report.identity import RowKey, model_args
+from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import ESD, ResultsIndex
 
 # = lm_eval_perf.tasks.esd.runner.CSV_NAME (not imported: the runner loads torch)
 CSV_NAME = "esd_layers.csv"
+ARTIFACT = "esd_layers_csv"  # its name in config.lm_eval_perf_artifacts
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,7 @@ class Layer:
 
 
 def layers_file(run: Run) -> Path:
-    folder = model_args(run.data).get("artifacts_dir")
-    return Path(folder).expanduser() / CSV_NAME if folder else run.path.parent / CSV_NAME
+    return run.artifact(ARTIFACT, CSV_NAME)
 
 
 def read_layers(path: Path, problems: list[Problem]) -> list[Layer]:

@@ -29,6 +29,7 @@ from lm_eval_perf.tasks.throughput.sweep import SweepOptions, digest
 
 # = lm_eval_perf.tasks.throughput.runner.RESULTS_NAME (not imported: the runner loads torch)
 RESULTS_NAME = "perf_throughput.jsonl"
+ARTIFACT = "perf_throughput_jsonl"  # its name in config.lm_eval_perf_artifacts
 
 LATENCIES = (("ttft_s", "s"), ("tpot_s", "s"), ("e2e_latency_s", "s"))
 SCALARS = (
@@ -66,8 +67,7 @@ class SweepPoint:
 
 
 def sweep_file(run: Run) -> Path:
-    folder = model_args(run.data).get("artifacts_dir")
-    return Path(folder).expanduser() / RESULTS_NAME if folder else run.path.parent / RESULTS_NAME
+    return run.artifact(ARTIFACT, RESULTS_NAME)
 
 
 def _options(run: Run, task: str) -> SweepOptions | None:

@@ -44,15 +44,15 @@ def is_plugin_request(generation_kwargs: Any) -> bool:
     return isinstance(generation_kwargs, Mapping) and PLUGIN_KEY in generation_kwargs
 
 
-def run_plugin(lm: Any, generation_kwargs: Mapping) -> str:
-    """Carry out one plugin request on the ``perf-hf`` model ``lm``; the JSON text of its result."""
+def run_plugin(lm: Any, generation_kwargs: Mapping) -> dict:
+    """Carry out one plugin request on the ``perf-hf`` model ``lm``; its result (JSON-serializable)."""
     spec = generation_kwargs[PLUGIN_KEY]
     name = spec["plugin"]
     if name not in RUNNERS:
         raise UserInputError(f"unknown plugin {name!r}: known plugins are {', '.join(RUNNERS)}")
     module, _, attr = RUNNERS[name].partition(":")
     runner = getattr(importlib.import_module(module), attr)
-    return json.dumps(runner(lm, dict(spec.get("options") or {})))
+    return runner(lm, dict(spec.get("options") or {}))
 
 
 class _MeanOfAnything(dict):

@@ -11,13 +11,16 @@ Options (task YAML ``metadata`` merged with ``--metadata '{...}'``): every field
   the merge and back afterwards, so the merge's temporaries never take GPU memory). lm-eval goes on
   with the merged model, which computes the same function.
 
-Writes ``esd_layers.csv`` (one row per layer: ``model_id, source_model, is_adapter`` and the estimator's
-columns) atomically into ``lm.artifacts_dir()`` - the folder of lm-eval's results JSON.
+Writes ``esd_layers_<time stamp>.csv`` (one row per layer: ``model_id, source_model, is_adapter`` and
+the estimator's columns) atomically into ``lm.artifacts_dir()`` - the folder of lm-eval's results
+JSON - one file per run, and returns its path under ``artifacts``, which perf-hf lists in the results
+JSON (``config.lm_eval_perf_artifacts.esd_layers_csv``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import difflib
 import math
 import os
@@ -151,13 +154,14 @@ def run(lm: Any, options: dict) -> dict:
     model_id = options.get("model_id") or (str(lm.peft) if is_adapter else pretrained)
     source_model = options.get("source_model") or (pretrained if is_adapter else None)
     identity = {"model_id": model_id, "source_model": source_model, "is_adapter": is_adapter}
-    path = Path(lm.artifacts_dir()) / CSV_NAME
+    stamp = datetime.datetime.now().isoformat(timespec="milliseconds").replace(":", "-")  # as lm-eval's
+    path = Path(lm.artifacts_dir()) / f"{Path(CSV_NAME).stem}_{stamp}.csv"  # one file per run
     write_csv(path, [{**identity, **row} for row in result.rows], (*IDENTITY_COLUMNS, *COLUMNS))
 
     return {
         "metrics": summary_metrics(result),
         "higher_is_better": {"eig_seconds": False, "fit_seconds": False},
-        "layers_csv": str(path),
+        "artifacts": {"esd_layers_csv": str(path)},
         **identity,
         "options": asdict(esd_options),
     }

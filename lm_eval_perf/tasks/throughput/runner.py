@@ -60,6 +60,16 @@ def _precision(lm) -> str | None:
     return ":".join(str(p) for p in (spec.name, spec.backend, spec.group_size) if p is not None)
 
 
+def _compression(lm) -> str | None:
+    """perf-hf's low-rank compression (``svd_ratio=0.6``, ``svd_rank=64``, ``compressed=PATH``), if any."""
+    plan = getattr(lm, "plan", None)
+    for name in ("svd_ratio", "svd_rank", "compressed"):
+        value = getattr(plan, name, None)
+        if value is not None:
+            return f"{name}={value}"
+    return None
+
+
 def _identity(lm) -> dict:
     """The model-side part of every point's key."""
     return {
@@ -67,6 +77,7 @@ def _identity(lm) -> dict:
         "dtype": str(lm.model.dtype).removeprefix("torch."),
         "weight_bytes": lm.shape.weight_bytes,
         "precision": _precision(lm),
+        "compression": _compression(lm),
         "backend": lm.generation_backend,
         "device": lm.peaks.device,
     }
@@ -185,6 +196,6 @@ def run(lm, options: dict) -> dict:
     return {
         "metrics": values,
         "higher_is_better": higher,
-        "results_file": str(results.path),
+        "artifacts": {"perf_throughput_jsonl": str(results.path)},
         "not_run": not_run,
     }
