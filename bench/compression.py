@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _decode import decode, free, load
 
 from lm_eval_perf.models.compress.svd import SOLVERS, _factors, rank_for_ratio, select_targets
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.report.console import fmt, markdown_table
 
 
 def solver_comparison(args, device: str) -> list[dict]:
@@ -85,17 +85,10 @@ def render(report: dict, args) -> str:
     header = ["ratio", "params (B)", "weight GiB", "SVD s"]
     for b in batches:
         header += [f"{b} tok/s (×1.0)", f"{b} peak GiB", f"{b} J/token"]
-    modes = ", ".join(f"batch {b} {m}" for b, m in zip(args.batches, args.modes))
-    lines = [
-        f"## SVD ratios, {args.arch} bf16, generate ({modes}), {args.new_tokens} new tokens, "
-        f"solver {args.solver} ({report['device']})",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    rows = []
     for row in report["sweep"]:
         if row.get("error"):
-            lines.append(f"| {row['ratio']} | failed: {row['error']} |" + " |" * (len(header) - 2))
+            rows.append([fmt(row["ratio"], 1), f"failed: {row['error']}", *[""] * (len(header) - 2)])
             continue
         svd_s = (row["compression"] or {}).get("svd_seconds")
         cells = [
@@ -115,23 +108,31 @@ def render(report: dict, args) -> str:
                 fmt(got["peak_memory_gib"]),
                 fmt(got["j_per_token"]),
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## SVD solvers on layer 0 at ratio 0.4",
-        "",
-        "| solver | seconds (layer 0) | max rel. error | excess over exact |",
-        "|---|---|---|---|",
+        rows.append(cells)
+    solvers = [
+        [f"failed: {row['error']}", "", "", ""]
+        if "error" in row
+        else [
+            row["solver"],
+            fmt(row["seconds_layer0"]),
+            fmt(max(row["rel_error"])),
+            fmt(row["max_error_excess_vs_exact"]),
+        ]
+        for row in report["solvers"]
     ]
-    for row in report["solvers"]:
-        if "error" in row:
-            lines.append(f"| failed: {row['error']} | | | |")
-            continue
-        lines.append(
-            f"| {row['solver']} | {fmt(row['seconds_layer0'])} | {fmt(max(row['rel_error']))} | "
-            f"{fmt(row['max_error_excess_vs_exact'])} |"
-        )
-    return "\n".join(lines)
+    modes = ", ".join(f"batch {b} {m}" for b, m in zip(args.batches, args.modes))
+    return "\n".join(
+        [
+            f"## SVD ratios, {args.arch} bf16, decode ({modes}), {args.new_tokens} new tokens, "
+            f"solver {args.solver} ({report['device']})",
+            "",
+            markdown_table(header, rows),
+            "",
+            "## SVD solvers on layer 0 at ratio 0.4",
+            "",
+            markdown_table(["solver", "seconds (layer 0)", "max rel. error", "excess over exact"], solvers),
+        ]
+    )
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _decode import decode, free, load
 
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.report.console import fmt, markdown_table
 
 ROWS = {  # short name -> (label, model args)
     "bf16": ("bfloat16", {"precision": "bfloat16"}),
@@ -218,15 +218,10 @@ def render(report: dict, args) -> str:
     header = (
         ["row", "kernel", "weight GiB", "% of first"] + [f"{m} tok/s (×first)" for m in modes] + ["peak GiB"]
     )
-    lines = [
-        f"## Decode, batch 1, {args.arch}, {args.new_tokens} new tokens ({report['device']})",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    rows = []
     for row in report["decode"]:
         if row.get("error"):
-            lines.append(f"| {row['row']} | skipped: {row['error']} |" + " |" * (len(header) - 2))
+            rows.append([row["row"], f"skipped: {row['error']}", *[""] * (len(header) - 2)])
             continue
         rec = row["record"]
         cells = [
@@ -238,33 +233,38 @@ def render(report: dict, args) -> str:
         for m in modes:
             got = row.get(m, {})
             rate = got.get("tok_s")
-            cells.append(
-                got["error"]
-                if "error" in got
-                else f"{fmt(rate, 1)} ({fmt(rate / base_rate[m] if base_rate[m] else None, 2)})"
-            )
+            ratio = rate / base_rate[m] if rate and base_rate[m] else None
+            cells.append(got["error"] if "error" in got else f"{fmt(rate, 1)} ({fmt(ratio, 2)})")
         cells.append(fmt(next((row[m].get("peak_memory_gib") for m in modes if row.get(m)), None)))
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    parts = [
+        f"## Decode, batch 1, {args.arch}, {args.new_tokens} new tokens ({report['device']})",
+        "",
+        markdown_table(header, rows),
+    ]
     e2e = report.get("end_to_end")
     if e2e:
-        lines += [
+        runs = [
+            [name, run["error"], "", "", "", ""]
+            if "error" in run
+            else [
+                name,
+                fmt(run["acc_norm"]),
+                fmt(run["prompt_tokens_per_s"], 1),
+                fmt(run["energy_j"], 1),
+                fmt(run["precision"]["weight_bytes"] / 2**20, 1),
+                fmt(run.get("mcr")),
+            ]
+            for name, run in e2e.get("runs", {}).items()
+        ]
+        parts += [
             "",
             f"## {args.model} on leaderboard_bbh_local (limit {args.limit}/subtask); "
             f"AWQ quantize {fmt(e2e.get('quantize_seconds'), 1)} s",
             "",
-            "| run | acc_norm | prompt tok/s | energy J | weight MiB | MCR |",
-            "|---|---|---|---|---|---|",
+            markdown_table(["run", "acc_norm", "prompt tok/s", "energy J", "weight MiB", "MCR"], runs),
         ]
-        for name, run in e2e.get("runs", {}).items():
-            if "error" in run:
-                lines.append(f"| {name} | {run['error']} | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {fmt(run['acc_norm'])} | {fmt(run['prompt_tokens_per_s'], 1)} | "
-                f"{fmt(run['energy_j'], 1)} | {fmt(run['precision']['weight_bytes'] / 2**20, 1)} | "
-                f"{fmt(run.get('mcr'))} |"
-            )
-    return "\n".join(lines)
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,22 @@ def smollm2_dir() -> Path:
     from lm_eval_perf.models.bundled import smollm2_hf_dir
 
     return smollm2_hf_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """tiny-llama with seeded random weights and the SmolLM2 tokenizer, saved as a HF directory."""
+    import torch
+    import transformers
+
+    from lm_eval_perf.models.sources import load_architecture
+
+    folder = tmp_path_factory.mktemp("tiny")
+    config = load_architecture("tiny-llama")
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    )
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
+    return folder

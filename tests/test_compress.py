@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,20 +18,6 @@ from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.models.sources import load_architecture
 
 TINY = load_architecture("tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smollm2_dir) -> Path:
-    """tiny-llama with seeded random weights and the SmolLM2 tokenizer, saved as a HF directory."""
-    folder = tmp_path_factory.mktemp("tiny")
-    config = dict(TINY)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    )
-    model.save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
-    return folder
 
 
 def _load(path, **args) -> PerfHFLM:
@@ -56,22 +41,22 @@ def _linear_shapes() -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]
 
 
-def test_full_rank_factorization_reproduces_base_logits(tiny_dir):
-    base, full = _load(tiny_dir), _load(tiny_dir, svd_rank=10_000)
+def test_full_rank_factorization_reproduces_base_logits(tiny_model_dir):
+    base, full = _load(tiny_model_dir), _load(tiny_model_dir, svd_rank=10_000)
     assert sum(isinstance(m, LowRankLinear) for m in full.model.modules()) == 7 * TINY["num_hidden_layers"]
     assert torch.allclose(_logits(full), _logits(base), atol=1e-4, rtol=1e-4)
 
 
-def test_ratio_one_is_the_untouched_model(tiny_dir):
-    base, same = _load(tiny_dir), _load(tiny_dir, svd_ratio=1.0)
+def test_ratio_one_is_the_untouched_model(tiny_model_dir):
+    base, same = _load(tiny_model_dir), _load(tiny_model_dir, svd_ratio=1.0)
     assert not any(isinstance(m, LowRankLinear) for m in same.model.modules())
     assert torch.equal(_logits(same), _logits(base))
     block = same.plan.record(same.model)["compression"]
     assert block["compression_ratio"] == 1.0 and block["params"] == base.shape.params
 
 
-def test_half_ratio_keeps_linear_parameters_of_the_rank_formula(tiny_dir):
-    base, half = _load(tiny_dir), _load(tiny_dir, svd_ratio=0.5)
+def test_half_ratio_keeps_linear_parameters_of_the_rank_formula(tiny_model_dir):
+    base, half = _load(tiny_model_dir), _load(tiny_model_dir, svd_ratio=0.5)
     per_layer = sum(math.floor(0.5 * m * n / (m + n)) * (m + n) - m * n for m, n in _linear_shapes())
     assert half.shape.params == base.shape.params + TINY["num_hidden_layers"] * per_layer
     block = half.plan.record(half.model)["compression"]
@@ -79,8 +64,8 @@ def test_half_ratio_keeps_linear_parameters_of_the_rank_formula(tiny_dir):
     assert block["params"] == half.shape.params and block["weight_bytes"] == half.shape.weight_bytes
 
 
-def test_targets_select_layers_by_pattern(tiny_dir):
-    lm = _load(tiny_dir, svd_ratio=0.5, svd_targets="*.mlp.*|re:.*\\.q_proj")
+def test_targets_select_layers_by_pattern(tiny_model_dir):
+    lm = _load(tiny_model_dir, svd_ratio=0.5, svd_targets="*.mlp.*|re:.*\\.q_proj")
     names = {n for n, m in lm.model.named_modules() if isinstance(m, LowRankLinear)}
     assert names and all(n.endswith(("gate_proj", "up_proj", "down_proj", "q_proj")) for n in names)
     assert len(names) == 4 * TINY["num_hidden_layers"]
@@ -95,39 +80,49 @@ def test_targets_select_layers_by_pattern(tiny_dir):
         {"svd_targets": "*.nothing_here", "svd_ratio": 0.5},
     ],
 )
-def test_bad_ratio_or_unmatched_target_is_one_line_error(tiny_dir, args):
+def test_bad_ratio_or_unmatched_target_is_one_line_error(tiny_model_dir, args):
     with pytest.raises(UserInputError) as error:
-        _load(tiny_dir, **args)
+        _load(tiny_model_dir, **args)
     assert "\n" not in str(error.value) and (
         "svd_ratio" in str(error.value) or "svd_targets" in str(error.value)
     )
 
 
-def test_compress_command_output_reloads_to_identical_outputs(tmp_path, tiny_dir):
+def test_compress_command_output_reloads_to_identical_outputs(tmp_path, tiny_model_dir):
     out = tmp_path / "svd"
     assert (
         main(
-            ["compress", "--model", str(tiny_dir), "--svd-ratio", "0.5", "--out", str(out), "--device", "cpu"]
+            [
+                "compress",
+                "--model",
+                str(tiny_model_dir),
+                "--svd-ratio",
+                "0.5",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
         )
         == 0
     )
     config = transformers.AutoConfig.from_pretrained(out)
     assert config.lm_eval_perf_compression["ratio"] == 0.5
-    computed, reloaded = _load(tiny_dir, svd_ratio=0.5), _load(out)
+    computed, reloaded = _load(tiny_model_dir, svd_ratio=0.5), _load(out)
     assert torch.equal(_logits(reloaded), _logits(computed))
     block = reloaded.plan.record(reloaded.model)["compression"]
     assert block["source"] == "hf_dir" and block["compression_ratio"] == 0.5
     # (b) the low-rank factors as a state dict applied to the base model
     factors = {k: v for k, v in reloaded.model.state_dict().items() if ".down." in k or ".up." in k}
     save_file({k: v.contiguous() for k, v in factors.items()}, str(tmp_path / "factors.safetensors"))
-    applied = _load(tiny_dir, compressed=str(tmp_path / "factors.safetensors"))
+    applied = _load(tiny_model_dir, compressed=str(tmp_path / "factors.safetensors"))
     assert torch.equal(_logits(applied), _logits(reloaded))
     assert applied.plan.record(applied.model)["compression"]["source"] == "state_dict"
 
 
 @pytest.mark.slow  # runs the lm_eval CLI
-def test_pickled_model_needs_allow_pickle(tmp_path, tiny_dir):
-    compressed = _load(tiny_dir, svd_ratio=0.5)
+def test_pickled_model_needs_allow_pickle(tmp_path, tiny_model_dir):
+    compressed = _load(tiny_model_dir, svd_ratio=0.5)
     path = tmp_path / "svd_llm.pt"
     torch.save({"model": compressed.model, "tokenizer": None}, path)
     result = subprocess.run(
@@ -138,7 +133,7 @@ def test_pickled_model_needs_allow_pickle(tmp_path, tiny_dir):
             "--model",
             "perf-hf",
             "--model_args",
-            f"pretrained={tiny_dir},compressed={path}",
+            f"pretrained={tiny_model_dir},compressed={path}",
             "--device",
             "cpu",
             "--tasks",
@@ -153,7 +148,7 @@ def test_pickled_model_needs_allow_pickle(tmp_path, tiny_dir):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("lm-eval-perf: error:") and "allow_pickle=true" in last and "runs code" in last
-    trusted = _load(tiny_dir, compressed=str(path), allow_pickle=True)
+    trusted = _load(tiny_model_dir, compressed=str(path), allow_pickle=True)
     assert torch.equal(_logits(trusted), _logits(compressed))
     assert trusted.plan.record(trusted.model)["compression"]["source"] == "pickle"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -138,20 +137,6 @@ def test_awq_packing_roundtrips_and_cpu_kernel_matches_dequantized_weights():
     x = torch.randn(3, 5, 256)
     reference = torch.nn.functional.linear(x, back.dequantize(), bias)
     assert torch.allclose(layer(x), reference, atol=1e-4, rtol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
-    """tiny-llama with seeded random weights and the SmolLM2 tokenizer, saved as a HF directory."""
-    folder = tmp_path_factory.mktemp("tiny")
-    config = dict(TINY)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    )
-    model.save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
-    return folder
 
 
 def test_quantize_command_writes_awq_checkpoint_that_loads_as_int4(tmp_path, tiny_model_dir, bbh_dir):

@@ -226,16 +226,7 @@ class PerfHFLM(HFLM):
     def _measuring(self, kind: str, requests) -> Iterator[None]:
         """One monitor window around one call of a request method; starts a session if needed."""
         if self._session is None:
-            gpu = None if self.devices else NoGpuSource(f"the model runs on {self.device}: no GPU to monitor")
-            monitor = PerformanceMonitor(
-                interval_s=self.monitor_interval,
-                devices=self.devices,
-                model_shape=self.shape,
-                peaks=self.peaks,
-                warmup_batches=self.warmup_batches,
-                gpu_source=gpu,
-            )
-            self._session = EvalSession(monitor)
+            self._session = EvalSession(self.new_monitor(warmup_batches=self.warmup_batches))
         self._session.begin(kind, requests)
         try:
             yield
@@ -265,6 +256,18 @@ class PerfHFLM(HFLM):
                 outputs = iter(super().generate_until(normal, disable_tqdm=disable_tqdm))
             results = [next(outputs) if r is None else r for r in results]
         return results
+
+    def new_monitor(self, warmup_batches: int = 0) -> PerformanceMonitor:
+        """A :class:`PerformanceMonitor` of this model: its GPUs (none on CPU), shape, peaks, interval."""
+        gpu = None if self.devices else NoGpuSource(f"the model runs on {self.device}: no GPU to monitor")
+        return PerformanceMonitor(
+            interval_s=self.monitor_interval,
+            devices=self.devices,
+            model_shape=self.shape,
+            peaks=self.peaks,
+            warmup_batches=warmup_batches,
+            gpu_source=gpu,
+        )
 
     def artifacts_dir(self) -> Path:
         """Where plugin tasks write their files: next to lm-eval's results JSON when there is one."""

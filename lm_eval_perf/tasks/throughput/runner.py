@@ -25,9 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
-from lm_eval_perf.monitor import PerformanceMonitor, provenance
+from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import clock_for
-from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.tasks.throughput.measure import measure_point
 from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
 from lm_eval_perf.tasks.throughput.store import ResultsFile
@@ -148,14 +147,7 @@ def run(lm, options: dict) -> dict:
     finished = results.records()
     identity = _identity(lm)
     clock = clock_for(lm.devices)
-    gpu = None if lm.devices else NoGpuSource(f"the model runs on {lm.device}: no GPU to monitor")
-    monitor = PerformanceMonitor(
-        interval_s=lm.monitor_interval,
-        devices=lm.devices,
-        model_shape=lm.shape,
-        peaks=lm.peaks,
-        gpu_source=gpu,
-    )
+    monitor = lm.new_monitor()
     on_device = torch.cuda.device(lm.devices[0]) if len(lm.devices) == 1 else contextlib.nullcontext()
     records: list[dict] = []
     not_run: list[str] = []
