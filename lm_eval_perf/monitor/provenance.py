@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib.metadata
 import os
 import platform
@@ -40,7 +41,9 @@ def _git_sha(path: Path) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def _cuda_runtime() -> str | None:
@@ -53,8 +56,10 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def collect(gpus: list[GpuInfo], interval_s: float, warmup_batches: int, started: str) -> dict:
-    """The provenance block of a record."""
+@functools.lru_cache(maxsize=1)
+def _static() -> dict:
+    """What does not change while the process runs: versions, git sha, host. Collected once, because
+    reading package metadata and running git take tens of milliseconds per evaluation."""
     try:
         import psutil
 
@@ -62,12 +67,6 @@ def collect(gpus: list[GpuInfo], interval_s: float, warmup_batches: int, started
     except Exception:
         memory_gib = None
     return {
-        "gpus": [asdict(g) for g in gpus],
-        "gpu_name": gpus[0].name if gpus else None,
-        "driver_version": gpus[0].driver_version if gpus else None,
-        "power_limit_w": gpus[0].power_limit_w if gpus else None,
-        "cuda_runtime": _cuda_runtime(),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "git_sha": _git_sha(Path(__file__).resolve().parent),
         "host": {
@@ -77,6 +76,22 @@ def collect(gpus: list[GpuInfo], interval_s: float, warmup_batches: int, started
             "cpu_count": os.cpu_count(),
             "memory_gib": memory_gib,
         },
+    }
+
+
+def collect(gpus: list[GpuInfo], interval_s: float, warmup_batches: int, started: str) -> dict:
+    """The provenance block of a record."""
+    static = _static()
+    return {
+        "gpus": [asdict(g) for g in gpus],
+        "gpu_name": gpus[0].name if gpus else None,
+        "driver_version": gpus[0].driver_version if gpus else None,
+        "power_limit_w": gpus[0].power_limit_w if gpus else None,
+        "cuda_runtime": _cuda_runtime(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "versions": dict(static["versions"]),
+        "git_sha": static["git_sha"],
+        "host": dict(static["host"]),
         "sampling_interval_s": interval_s,
         "warmup_batches": warmup_batches,
         "started_utc": started,
