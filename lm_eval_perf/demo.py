@@ -25,7 +25,7 @@ def default_bbh_dir() -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lm-eval-perf demo", description=__doc__.splitlines()[0])
     parser.add_argument("--bbh-dir", default=default_bbh_dir(), help="folder of BBH json files")
-    parser.add_argument("--limit", type=int, default=2, help="documents per BBH subtask (default 2)")
+    parser.add_argument("--limit", type=int, default=1, help="documents per BBH subtask (default 1)")
     parser.add_argument("--output", default="results/demo", help="lm-eval --output_path")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch-size", default="8")
