@@ -9,6 +9,7 @@ Loads a ``perf-hf`` model with the given model args and measures one point of th
 from __future__ import annotations
 
 import gc
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def load(pretrained: str, device: str, batch_size: int = 1, **model_args):
         return lm, None
     except (UserInputError, ImportError, RuntimeError, NotImplementedError) as exc:
         return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+
+
+def device_report(small: bool) -> tuple[str, dict] | None:
+    """The device of a bench run (``cpu`` with ``--small``, else ``cuda``) and its record's header;
+    ``None`` (after saying why) when a GPU run finds no GPU."""
+    if not small and not torch.cuda.is_available():
+        print("no CUDA GPU: run with --small on CPU", file=sys.stderr)
+        return None
+    device = "cpu" if small else "cuda"
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return device, {"device": name, "torch": torch.__version__}
 
 
 def free(*objects) -> None:

@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _out import save  # noqa: E402
+
 from lm_eval_perf.batch.gpus import detect  # noqa: E402
 from lm_eval_perf.batch.layout import Layout  # noqa: E402
 from lm_eval_perf.report.console import fmt, markdown_table  # noqa: E402
@@ -184,10 +186,7 @@ def main() -> None:
         )
     )
     print(f"\nbatch_eval.py end to end (incl. task-name check and start-up): {fmt(wall, 1)} s")
-    if os.environ.get("OUT"):
-        out = Path(os.environ["OUT"]) / "batch_pool.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**row, "records": records}, indent=1))
+    save("batch_pool", {**row, "records": records})
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ run exceeds the device's per-command limit, split the ratios (``--ratios 1.0 0.8
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _decode import decode, free, load
+from _decode import decode, device_report, free, load
+from _out import save
 
 from lm_eval_perf.models.compress.svd import SOLVERS, _factors, rank_for_ratio, select_targets
 from lm_eval_perf.report.console import fmt, markdown_table
@@ -159,21 +158,13 @@ def main() -> int:
     if len(args.modes) != len(args.batches):
         parser.error("give one --modes entry per --batches entry")
     args.new_tokens = args.new_tokens or (16 if small else 128)
-    device = "cpu" if small else "cuda"
-    if not small and not torch.cuda.is_available():
-        print("no CUDA GPU: run with --small on CPU", file=sys.stderr)
+    started = device_report(small)
+    if started is None:
         return 2
-    report = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
-    }
+    device, report = started
     report["solvers"] = solver_comparison(args, device)
     report["sweep"] = sweep(args, device)
-    if os.environ.get("OUT"):
-        target = Path(os.environ["OUT"], "compression.json")
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(tmp, target)
+    save("compression", report)
     print(render(report, args))
     return 0
 

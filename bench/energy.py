@@ -13,13 +13,11 @@ two energy figures the project reports against each other.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _out import save
 
 from lm_eval_perf.monitor import PerformanceMonitor
 from lm_eval_perf.report.console import fmt
@@ -89,10 +87,7 @@ def main() -> int:
             }
         )
     name = torch.cuda.get_device_name(0) if gpu else "cpu"
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "energy.json").write_text(
-            json.dumps({"device": name, "rows": rows}, indent=2)
-        )
+    save("energy", {"device": name, "rows": rows})
     print(f"\n## energy: counter vs integrated power, {name}\n")
     print("| interval s | window s | samples | counter J | ∫P dt J | difference | AEC W | J/token |")
     print("|---|---|---|---|---|---|---|---|")

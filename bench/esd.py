@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
+from _out import save
 from torch import nn
 
 from lm_eval_perf.models.sources import load_architecture
@@ -301,10 +299,7 @@ def main() -> None:
     record["sample"] = spread(modules, args.sample or (5 if args.small else 8), max_dim=SAMPLE_MAX_DIM)
     record["agreement"] = agreement(model, record["sample"])
     record["total_seconds"] = time.perf_counter() - started
-    if os.environ.get("OUT"):
-        path = Path(os.environ["OUT"]) / "esd.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, default=str))
+    save("esd", record)
     print(table(record))
 
 

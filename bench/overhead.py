@@ -13,7 +13,6 @@ taken pair by pair, so drift of the machine's speed cancels.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _out import save
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -133,8 +133,7 @@ def main() -> int:
         "same_outputs": same_outputs,
         "batches_per_run": (record.get("overall") or {}).get("batches"),
     }
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "overhead.json").write_text(json.dumps(out, indent=2))
+    save("overhead", out)
     print(
         f"\n## overhead: {out['device']}, {arch} {dtype}, {pairs} alternating pairs, "
         f"{out['batches_per_run']} batches per run, outputs identical: {same_outputs}\n"

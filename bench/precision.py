@@ -18,17 +18,15 @@ weight bytes, MCR.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _decode import decode, free, load
+from _decode import decode, device_report, free, load
+from _out import save
 
 from lm_eval_perf.report.console import fmt, markdown_table
 
@@ -190,22 +188,14 @@ def main() -> int:
     args.awq_backends = args.awq_backends or ("tinygemm" if small else "tinygemm,gemlite")
     if small:
         args.group_size = 32 if args.group_size == 64 else args.group_size
-    device = "cpu" if small else "cuda"
-    if not small and not torch.cuda.is_available():
-        print("no CUDA GPU: run with --small on CPU", file=sys.stderr)
+    started = device_report(small)
+    if started is None:
         return 2
-    report = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
-    }
+    device, report = started
     report["decode"] = part_decode(args, device)
     if not args.skip_end_to_end:
         report["end_to_end"] = part_end_to_end(args, device)
-    if os.environ.get("OUT"):
-        target = Path(os.environ["OUT"], "precision.json")
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(tmp, target)
+    save("precision", report)
     print(render(report, args))
     return 0
 

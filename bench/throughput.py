@@ -28,7 +28,6 @@ Writes the full records to ``$OUT/throughput.json`` when ``$OUT`` is set.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _out import save
 
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.report.console import fmt, markdown_table
@@ -291,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, recs in per_model.items()
             },
         }
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "throughput.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
+        save("throughput", payload)
     return 0
 
 
