@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from lm_eval_perf.report.files import write_atomic
+from lm_eval_perf.atomic import write_atomic
 
 
 def save(name: str, record) -> Path | None:

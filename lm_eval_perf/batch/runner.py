@@ -23,10 +23,10 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.batch.child import PARENT_ENV
 from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.batch.matrix import Job
-from lm_eval_perf.batch.store import write_atomic
 from lm_eval_perf.errors import UserInputError
 
 TAIL_LINES = 30

@@ -20,10 +20,10 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.errors import UserInputError
 
@@ -38,20 +38,6 @@ FAILURE_FIELDS = (
     "tail",
     "log",
 )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` so that readers see the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def read_json(path: Path, what: str) -> dict:

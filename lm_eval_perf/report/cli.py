@@ -23,13 +23,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.batch.layout import check_writable
 from lm_eval_perf.errors import UserInputError, install_excepthook, one_line
 from lm_eval_perf.report.collect import collect
 from lm_eval_perf.report.csv_out import write_all
 from lm_eval_perf.report.efficiency import RowEfficiency, all_rows
 from lm_eval_perf.report.esd import Layer, study_layers
-from lm_eval_perf.report.files import write_atomic
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.render import TEMPLATES, render, user_templates
 from lm_eval_perf.report.report import FigureView, ReportData, build_report, figure_view

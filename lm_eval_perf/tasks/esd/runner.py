@@ -22,9 +22,8 @@ from __future__ import annotations
 import csv
 import datetime
 import difflib
+import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.monitor.stats import Stats, percentile
 from lm_eval_perf.tasks.esd.estimator import COLUMNS, ESDOptions, ESDResult, analyze
@@ -93,17 +93,11 @@ def _cell(value: Any) -> Any:
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Write ``rows`` as CSV to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=list(columns))
-            writer.writeheader()
-            writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
+    write_atomic(path, text.getvalue())
 
 
 def _finite(rows: Sequence[Mapping[str, Any]], column: str) -> list[float]:

@@ -15,13 +15,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from lm_eval_perf.atomic import write_atomic
+
 TOP_OPS = 30
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def profile_iteration(run: Callable[[], object], folder: Path, on_gpu: bool) -> dict[str, str]:
@@ -38,5 +34,5 @@ def profile_iteration(run: Callable[[], object], folder: Path, on_gpu: bool) -> 
     os.replace(temporary, trace)
     sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     table = folder / "top_ops.txt"
-    _write_atomically(table, profiler.key_averages().table(sort_by=sort_by, row_limit=TOP_OPS) + "\n")
+    write_atomic(table, profiler.key_averages().table(sort_by=sort_by, row_limit=TOP_OPS) + "\n")
     return {"trace": str(trace), "top_ops": str(table), "sorted_by": sort_by}

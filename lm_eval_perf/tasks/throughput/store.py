@@ -1,7 +1,8 @@
 """The sweep's results file: one JSON record per finished point, the resume state of the sweep.
 
-Every append rewrites the whole file atomically: the current lines plus the new one go to
-``<name>.tmp`` in the same folder, are flushed and fsync'ed, and ``os.replace`` puts them in place.
+Every append rewrites the whole file atomically (:func:`lm_eval_perf.atomic.write_atomic`: the
+current lines plus the new one go to a temporary file in the same folder, are flushed and fsync'ed,
+and ``os.replace`` puts them in place).
 A reader therefore sees the file before or after an append, never half of it - a sweep killed at
 any moment loses at most the point it was measuring. (The file holds one line per point, a few
 kB each, so rewriting it costs nothing next to measuring a point.) Lines that are not JSON records
@@ -11,9 +12,9 @@ with a ``key_id`` (e.g. edited by hand) are kept as they are and otherwise ignor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.errors import UserInputError
 
 
@@ -46,13 +47,7 @@ class ResultsFile:
     def append(self, record: dict) -> None:
         """Add ``record`` as one line; atomic (see the module docstring)."""
         lines = [*self._lines(), json.dumps(record, sort_keys=True)]
-        temporary = self.path.with_name(self.path.name + ".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write("\n".join(lines) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            write_atomic(self.path, "\n".join(lines) + "\n")
         except OSError as exc:
             raise UserInputError(f"cannot write the throughput results {self.path}: {exc.strerror}") from exc

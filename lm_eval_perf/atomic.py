@@ -1,4 +1,8 @@
-"""Atomic output files: a reader sees the previous file or the new one, never a part of it."""
+"""Atomic files: a reader sees the previous file or the new one, never a part of it.
+
+Every file this project writes for later reading (results, state, records, tables) goes through
+:func:`write_atomic`: a temporary file in the same folder, flushed to disk, then ``os.replace``.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
