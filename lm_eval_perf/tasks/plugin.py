@@ -88,7 +88,7 @@ class PluginTask(ConfigurableTask):
     def process_results(self, doc: dict, results: list[str]) -> dict[str, float]:
         result = json.loads(results[0])
         self._higher_is_better.update(result.get("higher_is_better", {}))
-        return {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float)) and v is not None}
+        return {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
 
     def aggregation(self) -> dict:
         return _MeanOfAnything()
