@@ -58,8 +58,9 @@ def solver_comparison(args, device: str) -> list[dict]:
     return rows
 
 
-def sweep(args, device: str) -> list[dict]:
-    rows = []
+def sweep(args, device: str, report: dict) -> None:
+    """Fill ``report["sweep"]`` ratio by ratio, saving the record after each (a cut-off run keeps them)."""
+    rows = report["sweep"] = []
     for ratio in args.ratios:
         lm, error = load(args.arch, device, dtype="bfloat16", svd_ratio=ratio, svd_solver=args.solver)
         row = {"ratio": ratio, "error": error}
@@ -74,8 +75,8 @@ def sweep(args, device: str) -> list[dict]:
                 row[f"batch {batch}"] = decode(lm, batch, args.prompt, args.new_tokens, mode, args.repeats)
                 print(ratio, batch, row[f"batch {batch}"], flush=True)
         rows.append(row)
+        save("compression", report)
         free(lm)
-    return rows
 
 
 def render(report: dict, args) -> str:
@@ -120,18 +121,20 @@ def render(report: dict, args) -> str:
         for row in report["solvers"]
     ]
     modes = ", ".join(f"batch {b} {m}" for b, m in zip(args.batches, args.modes))
-    return "\n".join(
-        [
-            f"## SVD ratios, {args.arch} bf16, decode ({modes}), {args.new_tokens} new tokens, "
-            f"solver {args.solver} ({report['device']})",
-            "",
-            markdown_table(header, rows),
+    parts = [
+        f"## SVD ratios, {args.arch} bf16, decode ({modes}), {args.new_tokens} new tokens, "
+        f"solver {args.solver} ({report['device']})",
+        "",
+        markdown_table(header, rows),
+    ]
+    if solvers:
+        parts += [
             "",
             "## SVD solvers on layer 0 at ratio 0.4",
             "",
             markdown_table(["solver", "seconds (layer 0)", "max rel. error", "excess over exact"], solvers),
         ]
-    )
+    return "\n".join(parts)
 
 
 def main() -> int:
@@ -150,6 +153,7 @@ def main() -> int:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, help="default 128; small 16")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-solvers", action="store_true", help="leave out the layer-0 solver comparison")
     args = parser.parse_args()
     small = args.small
     args.arch = args.arch or ("arch:tiny-llama" if small else "arch:qwen2.5-7b")
@@ -162,9 +166,8 @@ def main() -> int:
     if started is None:
         return 2
     device, report = started
-    report["solvers"] = solver_comparison(args, device)
-    report["sweep"] = sweep(args, device)
-    save("compression", report)
+    report["solvers"] = [] if args.skip_solvers else solver_comparison(args, device)
+    sweep(args, device, report)
     print(render(report, args))
     return 0
 

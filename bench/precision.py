@@ -11,6 +11,8 @@ Part 2 (real weights): quantize SmolLM2 with AWQ (group 64: its hidden size 576 
 weight bytes, MCR.
 
     python bench/precision.py            # GPU (H100: about 6 minutes)
+    python bench/precision.py --cpu --skip-decode   # part 2 on the CPU with the real model (float32
+                                                    # base, AWQ on tinygemm's CPU kernel)
     python bench/precision.py --small    # CPU: tiny-llama everywhere (part 2: random weights, 0-shot,
                                          # 1 doc per subtask) - checks the script, not the numbers
 """
@@ -35,6 +37,10 @@ ROWS = {  # short name -> (label, model args)
     "fp16": ("float16", {"precision": "float16"}),
     "fp32": ("float32", {"precision": "float32"}),
     "tinygemm": ("int4 tinygemm", {"precision": "int4", "quant_backend": "tinygemm"}),
+    "tinygemm-lm_head": (
+        "int4 tinygemm + lm_head",
+        {"precision": "int4", "quant_backend": "tinygemm", "quantize_lm_head": "true"},
+    ),
     "gemlite": ("int4 gemlite", {"precision": "int4", "quant_backend": "gemlite"}),
     "torchao": ("int4 torchao plain", {"precision": "int4", "quant_backend": "torchao"}),
     "torchao-tile": ("int4 torchao tile", {"precision": "int4", "quant_backend": "torchao-tile"}),
@@ -50,13 +56,14 @@ ROWS = {  # short name -> (label, model args)
 }
 # torchao-tile runs the same aten kernel as tinygemm: opt-in with --rows.
 DEFAULT_ROWS = {
-    "gpu": "bf16,fp16,tinygemm,gemlite,torchao,torchao-preshuffled,nf4",
+    "gpu": "bf16,fp16,tinygemm,tinygemm-lm_head,gemlite,torchao,torchao-preshuffled,nf4",
     "cpu": "fp32,bf16,int4-cpu",
 }
 
 
-def part_decode(args, device: str) -> list[dict]:
-    rows = []
+def part_decode(args, device: str, report: dict) -> None:
+    """Fill ``report["decode"]`` row by row, saving the record after each (a cut-off run keeps them)."""
+    rows = report["decode"] = []
     for key in args.rows.split(","):
         if key not in ROWS:
             raise SystemExit(f"unknown row {key!r}: use {', '.join(ROWS)}")
@@ -69,8 +76,8 @@ def part_decode(args, device: str) -> list[dict]:
                 row[mode] = decode(lm, 1, args.prompt, args.new_tokens, mode, args.repeats)
                 print(label, mode, row[mode], flush=True)
         rows.append(row)
+        save("precision", report)
         free(lm)
-    return rows
 
 
 def _evaluate(pretrained: str, device: str, args, **model_args) -> dict:
@@ -143,10 +150,11 @@ def part_end_to_end(args, device: str) -> dict:
     quantize_s = time.perf_counter() - started
     if status:
         return {"error": f"quantize exited {status}"}
-    base_dtype = "float32" if args.small else "bfloat16"
+    on_cpu = device == "cpu"
+    base_dtype = "float32" if on_cpu else "bfloat16"
     runs = {base_dtype: _evaluate(args.model, device, args, precision=base_dtype)}
     for backend in args.awq_backends.split(","):
-        extra = {"dtype": "float32"} if args.small else {}
+        extra = {"dtype": "float32"} if on_cpu else {}
         runs[f"awq {backend}"] = _evaluate(
             str(out), device, args, precision="awq", quant_backend=backend, **extra
         )
@@ -176,6 +184,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, help="AWQ calibration blocks (default 64; small 4)")
     parser.add_argument("--awq-backends", help="comma list (default tinygemm,gemlite; small tinygemm)")
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU (implied by --small)")
     args = parser.parse_args()
     small = args.small
     args.arch = args.arch or ("arch:tiny-llama" if small else "arch:qwen2.5-7b")
@@ -185,14 +195,15 @@ def main() -> int:
     args.limit = args.limit or (1 if small else 20)
     args.samples = args.samples or (4 if small else 64)
     args.num_fewshot = 0 if small and args.num_fewshot is None else args.num_fewshot
-    args.awq_backends = args.awq_backends or ("tinygemm" if small else "tinygemm,gemlite")
+    args.awq_backends = args.awq_backends or ("tinygemm" if small or args.cpu else "tinygemm,gemlite")
     if small:
         args.group_size = 32 if args.group_size == 64 else args.group_size
-    started = device_report(small)
+    started = device_report(small or args.cpu)
     if started is None:
         return 2
     device, report = started
-    report["decode"] = part_decode(args, device)
+    if not args.skip_decode:
+        part_decode(args, device, report)
     if not args.skip_end_to_end:
         report["end_to_end"] = part_end_to_end(args, device)
     save("precision", report)
@@ -202,21 +213,23 @@ def main() -> int:
 
 def render(report: dict, args) -> str:
     modes = args.modes.split(",")
-    base = next((r for r in report["decode"] if r.get("record")), None)
+    decoded = report.get("decode", [])
+    base = next((r for r in decoded if r.get("record")), None)
     base_bytes = base["record"]["weight_bytes"] if base else None
     base_rate = {m: (base or {}).get(m, {}).get("tok_s") for m in modes}
     header = (
         ["row", "kernel", "weight GiB", "% of first"] + [f"{m} tok/s (×first)" for m in modes] + ["peak GiB"]
     )
     rows = []
-    for row in report["decode"]:
+    for row in decoded:
         if row.get("error"):
             rows.append([row["row"], f"skipped: {row['error']}", *[""] * (len(header) - 2)])
             continue
         rec = row["record"]
+        group = f", group {rec['group_size']}" if rec.get("group_size") else ""
         cells = [
             row["row"],
-            str(rec.get("kernel") or "dense"),
+            str(rec.get("kernel") or "dense") + group,
             fmt(rec["weight_bytes"] / 2**30),
             fmt(100 * rec["weight_bytes"] / base_bytes, 1),
         ]
@@ -227,11 +240,13 @@ def render(report: dict, args) -> str:
             cells.append(got["error"] if "error" in got else f"{fmt(rate, 1)} ({fmt(ratio, 2)})")
         cells.append(fmt(next((row[m].get("peak_memory_gib") for m in modes if row.get(m)), None)))
         rows.append(cells)
-    parts = [
-        f"## Decode, batch 1, {args.arch}, {args.new_tokens} new tokens ({report['device']})",
-        "",
-        markdown_table(header, rows),
-    ]
+    parts = []
+    if rows:
+        parts += [
+            f"## Decode, batch 1, {args.arch}, {args.new_tokens} new tokens ({report['device']})",
+            "",
+            markdown_table(header, rows),
+        ]
     e2e = report.get("end_to_end")
     if e2e:
         runs = [

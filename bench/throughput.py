@@ -197,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="CPU run on arch:tiny-llama")
     parser.add_argument("--budget-s", type=float, help="seconds of sweeps before points are left out")
     parser.add_argument("--artifacts-dir", help="where perf_throughput.jsonl goes (reuse it to resume)")
+    parser.add_argument("--models", help="comma list of pretrained= values (default: the setup's models)")
     args = parser.parse_args(argv)
-    setup = SMALL if args.small else FULL
+    setup = dict(SMALL if args.small else FULL)
+    if args.models:
+        setup["models"] = args.models.split(",")
     budget = args.budget_s if args.budget_s is not None else setup["budget_s"]
     out = os.environ.get("OUT")
     artifacts = Path(

@@ -12,8 +12,10 @@ import transformers
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.perf_hf import PerfHFLM
+from lm_eval_perf.models.precision import resolve_precision
 from lm_eval_perf.models.quant.int4 import from_awq_tensors, quantize_rtn, to_awq_tensors
-from lm_eval_perf.models.quant.kernels import TinyGemmInt4Linear
+from lm_eval_perf.models.quant.kernels import TinyGemmInt4Linear, quantize_model
+from lm_eval_perf.models.shape import weight_bytes
 from lm_eval_perf.models.sources import load_architecture
 from lm_eval_perf.report.mcr import mcr_from_results
 from lm_eval_perf.tasks.perplexity_local.data import DEFAULT_TEXT
@@ -206,3 +208,45 @@ def test_precision_math_of_rtn_group_quantizer():
     # round-to-nearest: every weight is within half a step of its dequantized value (unless clamped)
     assert bool(((quantized.dequantize() - weight).abs() <= step / 2 + 1e-6).all())
     assert math.isclose(float(quantized.dequantize().abs().max()), float(weight.abs().max()), rel_tol=0.1)
+
+
+def _tiny_model(tied: bool) -> torch.nn.Module:
+    config = dict(TINY)
+    config["tie_word_embeddings"] = tied
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    )
+
+
+def test_quantize_lm_head_packs_an_untied_output_projection_and_keeps_a_tied_one():
+    spec = resolve_precision("int4", "tinygemm", GROUP, "float32", on_gpu=False, quantize_lm_head=True)
+    untied = _tiny_model(tied=False)
+    dense_head = untied.lm_head.weight.detach().clone()
+    before = weight_bytes(untied)
+    result = quantize_model(untied, spec)
+    assert "lm_head" in result.layers and isinstance(untied.lm_head, TinyGemmInt4Linear)
+    h, v = TINY["hidden_size"], TINY["vocab_size"]
+    int4_head = v * h // 2 + (h // GROUP) * v * 2 * 4  # packed nibbles + fp32 scale and zero per group
+    without_head = _tiny_model(tied=False)
+    quantize_model(without_head, resolve_precision("int4", "tinygemm", GROUP, "float32", on_gpu=False))
+    assert weight_bytes(untied) == weight_bytes(without_head) - v * h * 4 + int4_head < before
+    x = torch.randn(3, h)
+    expected = x @ quantize_rtn(dense_head, GROUP).dequantize().t()
+    torch.testing.assert_close(untied.lm_head(x), expected, rtol=1e-3, atol=1e-3)
+
+    tied = _tiny_model(tied=True)
+    result = quantize_model(tied, spec)
+    assert "lm_head" not in result.layers and result.skipped == {"lm_head": "tied to the input embeddings"}
+    assert tied.lm_head.weight is tied.get_input_embeddings().weight
+
+
+def test_quantize_lm_head_is_recorded_and_refused_for_casts():
+    lm = _load(precision="int4", group_size=GROUP, dtype="float32", quantize_lm_head="true")
+    precision = lm.plan.record(lm.model)["precision"]
+    assert precision["lm_head_quantized"] is False  # tiny-llama ties lm_head to its embeddings
+    assert precision["skipped_layers"] == {"lm_head": "tied to the input embeddings"}
+    for args in ({"precision": "bfloat16"}, {}):
+        with pytest.raises(UserInputError) as error:
+            _load(quantize_lm_head="true", **args)
+        assert "\n" not in str(error.value) and "quantize_lm_head" in str(error.value)

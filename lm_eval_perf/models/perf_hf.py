@@ -18,7 +18,8 @@ Model arguments beyond HFLM's (all optional):
   :mod:`lm_eval_perf.tasks.throughput`). lm-eval's own tasks always use the eager path.
 * ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
   of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
-* ``precision``, ``quant_backend``, ``group_size`` (bf16/fp16/fp32 casts, int4, AWQ, NF4) and
+* ``precision``, ``quant_backend``, ``group_size``, ``quantize_lm_head`` (bf16/fp16/fp32 casts,
+  int4, AWQ, NF4) and
   ``svd_ratio``, ``svd_rank``, ``svd_targets``, ``svd_solver``, ``compressed``, ``allow_pickle``
   (low-rank compression) - see :mod:`lm_eval_perf.models.plan`; recorded under
   ``efficiency.load.precision`` / ``efficiency.load.compression``.

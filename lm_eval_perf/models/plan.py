@@ -4,7 +4,8 @@ Model arguments (all optional; see :mod:`lm_eval_perf.models.precision` and
 :mod:`lm_eval_perf.models.compress`):
 
 * ``precision`` - bfloat16 | float16 | float32 | int4 | awq | nf4; ``quant_backend`` - the 4-bit
-  kernel; ``group_size`` - columns per scale for int4 (default 128).
+  kernel; ``group_size`` - columns per scale for int4 (default 128); ``quantize_lm_head`` - int4/nf4
+  quantize ``lm_head`` too (default false).
 * ``svd_ratio`` (0 < r ≤ 1) or ``svd_rank`` (k ≥ 1) - SVD truncation of the linear layers matched by
   ``svd_targets`` (``|``-joined globs or ``re:`` regexes; default every linear but lm_head);
   ``svd_solver`` - exact | gram | lowrank.
@@ -36,6 +37,7 @@ MODEL_ARGS = (
     "precision",
     "quant_backend",
     "group_size",
+    "quantize_lm_head",
     "svd_ratio",
     "svd_rank",
     "svd_targets",
@@ -55,14 +57,15 @@ def _number(kwargs: dict, key: str, kind: type):
         raise UserInputError(f"{key}={value!r} is not a {kind.__name__}") from exc
 
 
-def _flag(value) -> bool:
+def _flag(kwargs: dict, key: str) -> bool:
+    value = kwargs.pop(key, None)
     if isinstance(value, bool) or value is None:
         return bool(value)
     if str(value).lower() in ("true", "1", "yes"):
         return True
     if str(value).lower() in ("false", "0", "no"):
         return False
-    raise UserInputError(f"allow_pickle={value!r}: use true or false")
+    raise UserInputError(f"{key}={value!r}: use true or false")
 
 
 def held_weight_bytes(model: nn.Module) -> int:
@@ -104,18 +107,19 @@ class LoadPlan:
         plan = cls(device=device)
         precision = kwargs.pop("precision", None)
         backend, group_size = kwargs.pop("quant_backend", None), _number(kwargs, "group_size", int)
+        lm_head = _flag(kwargs, "quantize_lm_head")
         if precision is not None:
             dtype = kwargs.get("dtype")
             dtype = None if dtype is None else str(dtype).removeprefix("torch.")
-            plan.precision = resolve_precision(str(precision), backend, group_size, dtype, on_gpu)
+            plan.precision = resolve_precision(str(precision), backend, group_size, dtype, on_gpu, lm_head)
             kwargs["dtype"] = plan.precision.dtype
-        elif backend is not None or group_size is not None:
-            raise UserInputError("quant_backend/group_size need precision=int4, awq or nf4")
+        elif backend is not None or group_size is not None or lm_head:
+            raise UserInputError("quant_backend/group_size/quantize_lm_head need precision=int4, awq or nf4")
         plan.svd_ratio = _number(kwargs, "svd_ratio", float)
         plan.svd_rank = _number(kwargs, "svd_rank", int)
         plan.svd_targets = str(kwargs.pop("svd_targets", None) or DEFAULT_TARGETS)
         plan.svd_solver = str(kwargs.pop("svd_solver", None) or "exact")
-        plan.allow_pickle = _flag(kwargs.pop("allow_pickle", None))
+        plan.allow_pickle = _flag(kwargs, "allow_pickle")
         compressed = kwargs.pop("compressed", None)
         svd = plan.svd_ratio is not None or plan.svd_rank is not None
         if plan.svd_ratio is not None and plan.svd_rank is not None:
@@ -229,8 +233,10 @@ class LoadPlan:
             precision.update(
                 group_size=self.done.get("group_size", spec.group_size), backend=spec.backend, kernel=kernel
             )
+            layers = self.done.get("quant_layers", [])
             precision.update(
-                quantized_layers=len(self.done.get("quant_layers", [])),
+                quantized_layers=len(layers),
+                lm_head_quantized=any(name.rsplit(".", 1)[-1] == "lm_head" for name in layers),
                 skipped_layers=self.done.get("quant_skipped", {}),
             )
         precision.update(compute_dtype=dtype, weight_bytes=held, params=params)

@@ -5,7 +5,12 @@ Every name in :data:`PRECISIONS` is a row of a study's matrix; unknown names are
 * ``bfloat16``, ``float16``, ``float32`` - dtype casts of the checkpoint's weights.
 * ``int4`` - calibration-free 4-bit weight-only quantization of every ``nn.Linear`` but ``lm_head``
   at load time (round-to-nearest, asymmetric, ``group_size`` columns per scale, default 128): works
-  for any checkpoint and for random-weight ``arch:`` models.
+  for any checkpoint and for random-weight ``arch:`` models. ``quantize_lm_head=true`` quantizes
+  ``lm_head`` too (int4 and nf4; AWQ keeps it dense). A large-vocabulary model reads its output
+  projection on every decode step (Qwen2.5-7B: 1.09 GB, a quarter of its int4 bytes per token), so
+  this is what brings batch-1 decode past 2× bf16; it costs accuracy like any other quantized
+  layer. A ``lm_head`` tied to the input embeddings stays dense (quantizing it would untie the two and
+  add memory) and the record says so.
 * ``awq`` - a pre-quantized AWQ checkpoint (``quant_method: awq`` in its config, GEMM layout), e.g.
   one written by ``lm-eval-perf quantize --method awq``.
 * ``nf4`` - bitsandbytes NF4 (4-bit normal float, blocks of 64, double-quantized statistics).
@@ -83,6 +88,7 @@ class PrecisionSpec:
     dtype: str  # compute dtype (the weights' dtype for casts)
     backend: str | None = None
     group_size: int | None = None
+    quantize_lm_head: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -119,10 +125,20 @@ def default_backend(name: str, on_gpu: bool) -> str:
 
 
 def resolve_precision(
-    name: str, backend: str | None, group_size: int | None, dtype: str | None, on_gpu: bool
+    name: str,
+    backend: str | None,
+    group_size: int | None,
+    dtype: str | None,
+    on_gpu: bool,
+    quantize_lm_head: bool = False,
 ) -> PrecisionSpec:
-    """Check ``precision``/``quant_backend``/``group_size``/``dtype`` together; one-line errors."""
+    """Check ``precision``/``quant_backend``/``group_size``/``dtype``/``quantize_lm_head`` together;
+    one-line errors."""
     validate_precision(name)
+    if quantize_lm_head and name not in ("int4", "nf4"):
+        raise UserInputError(
+            f"quantize_lm_head applies to precision=int4 or nf4 (quantized at load time), not {name}"
+        )
     if name in CASTS:
         if backend is not None or group_size is not None:
             raise UserInputError(f"precision={name} is a dtype cast: quant_backend/group_size do not apply")
@@ -152,4 +168,4 @@ def resolve_precision(
         raise UserInputError(
             f"quant_backend={backend} on CUDA computes in bfloat16 only, not dtype={compute}"
         )
-    return PrecisionSpec(name, compute, backend, group_size or DEFAULT_GROUP_SIZE[name])
+    return PrecisionSpec(name, compute, backend, group_size or DEFAULT_GROUP_SIZE[name], quantize_lm_head)

@@ -1,8 +1,9 @@
 """4-bit linear layers on the kernels of :data:`lm_eval_perf.models.precision.BACKENDS`.
 
 :func:`int4_linear` turns one :class:`~lm_eval_perf.models.quant.int4.GroupQuantized` weight into a
-module (tinygemm or gemlite); :func:`quantize_model` replaces every ``nn.Linear`` but ``lm_head`` of a
-loaded model (int4 round-to-nearest, torchao's int4, or bitsandbytes NF4) and returns what it did.
+module (tinygemm or gemlite); :func:`quantize_model` replaces every ``nn.Linear`` of a loaded model
+but ``lm_head`` (also ``lm_head`` with ``quantize_lm_head``, unless it is tied to the input
+embeddings) by int4 round-to-nearest, torchao's int4 or bitsandbytes NF4, and returns what it did.
 All quantized data is held in registered buffers/parameters, so ``shape.weight_bytes`` counts it.
 Modules are built on their final device: the packed layouts differ between CPU and CUDA, so do not
 move a quantized model between them.
@@ -132,13 +133,28 @@ def kernel_name(backend: str, device: torch.device) -> str:
     return f"{backend} ({package} {version_of(package)})"
 
 
-def target_linears(model: nn.Module) -> list[str]:
-    """Qualified names of the ``nn.Linear`` layers that are quantized (all but ``lm_head``)."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in SKIPPED
-    ]
+def _tied_to_input(model: nn.Module, linear: nn.Module) -> bool:
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    return embeddings is not None and getattr(embeddings, "weight", None) is linear.weight
+
+
+def target_linears(model: nn.Module, include_lm_head: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Qualified names of the ``nn.Linear`` layers to quantize, and the kept ones with why.
+
+    ``lm_head`` is kept unless ``include_lm_head``; a tied one is kept regardless (its weight is the
+    input embedding: quantizing it would store both)."""
+    names, kept = [], {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if name.rsplit(".", 1)[-1] in SKIPPED:
+            if not include_lm_head:
+                continue
+            if _tied_to_input(model, module):
+                kept[name] = "tied to the input embeddings"
+                continue
+        names.append(name)
+    return names, kept
 
 
 @dataclass
@@ -171,8 +187,8 @@ def quantize_model(model: nn.Module, spec: PrecisionSpec) -> QuantResult:
     """Quantize ``model`` in place on its own device for ``spec`` (precision int4 or nf4)."""
     dtype = getattr(torch, spec.dtype)
     device = next(model.parameters()).device
-    result = QuantResult(kernel=kernel_name(spec.backend, device))  # type: ignore[arg-type]
-    names = target_linears(model)
+    names, kept = target_linears(model, spec.quantize_lm_head)
+    result = QuantResult(skipped=kept, kernel=kernel_name(spec.backend, device))  # type: ignore[arg-type]
     if spec.backend and spec.backend.startswith("torchao"):
         return _torchao(model, names, spec, result)
     for name in names:

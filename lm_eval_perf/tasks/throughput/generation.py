@@ -11,10 +11,11 @@ each decode step = one token mark -> the next.
 * ``static`` - :class:`StaticLoop`: a ``transformers.StaticCache``, an eager prefill, then a
   fixed-length greedy decode loop with no stopping criteria and no host sync per token (the argmax
   stays on the device). On a single GPU the decode step is compiled (``torch.compile``, dynamic
-  shapes, no CUDA graphs of its own) and captured as one ``torch.cuda.CUDAGraph`` that each step
-  replays; the graph advances the cache position itself (the cache keeps it in a device tensor).
-  Before it is used, a graphed loop is checked: after one iteration the cache must hold
-  ``prompt + new_tokens - 1`` positions, and its first tokens are compared with an eager step's.
+  shapes, coordinate-descent-tuned kernels, no CUDA graphs of its own) and captured as one
+  ``torch.cuda.CUDAGraph`` that each step replays; the graph advances the cache position itself
+  (the cache keeps it in a device tensor). Before it is used, a graphed loop is checked: after one
+  iteration the cache must hold ``prompt + new_tokens - 1`` positions, and its first tokens are
+  compared with an eager step's.
   If compiling or capturing fails, the next path is tried: graph without compile, then
   ``generate(cache_implementation="static")``; the record names the path that ran and why.
   On a CPU the loop runs eagerly (``static_compile=true`` compiles it there too).
@@ -138,7 +139,10 @@ def _decode_step(model, cache, tokens: torch.Tensor, eos: torch.Tensor) -> torch
 @functools.cache
 def _compiled_decode_step() -> Callable:
     # dynamic=True: one compilation for batch 1 and one for larger batches, whatever the cache length
-    return torch.compile(_decode_step, dynamic=True)
+    # (static shapes measured no faster). Coordinate-descent tuning of inductor's Triton kernels (the
+    # fused norms, rotary and residual adds between the GEMVs) costs about 30 s more compilation and
+    # took 7B batch-1 decode on an H100 from 145.7 to 153.9 tok/s (BENCHMARKS.md).
+    return torch.compile(_decode_step, dynamic=True, options={"coordinate_descent_tuning": True})
 
 
 class StaticLoop:

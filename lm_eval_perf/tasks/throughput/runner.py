@@ -52,11 +52,13 @@ def parse_options(options: dict) -> SweepOptions:
 
 
 def _precision(lm) -> str | None:
-    """perf-hf's ``precision=`` (with backend and group size), or ``None`` when not given."""
+    """perf-hf's ``precision=`` (with backend, group size and ``lm_head`` when it is quantized too),
+    or ``None`` when not given."""
     spec = getattr(getattr(lm, "plan", None), "precision", None)
     if spec is None:
         return None
-    return ":".join(str(p) for p in (spec.name, spec.backend, spec.group_size) if p is not None)
+    parts = (spec.name, spec.backend, spec.group_size, "lm_head" if spec.quantize_lm_head else None)
+    return ":".join(str(p) for p in parts if p is not None)
 
 
 def _compression(lm) -> str | None:
