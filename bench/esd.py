@@ -9,7 +9,9 @@
    SVDs on the GPU) timed layer by layer on a subset - one layer of each shape it analyses, then more up
    to ``--ww-layers`` - and **extrapolated** to all layers by shape: each layer counts the mean time of
    the measured layers of its shape (its default ``max_N=50000`` skips ``lm_head``, which counts 0). Our
-   default variant is also timed on exactly that subset, for a ratio without extrapolation.
+   default variant is also timed on exactly that subset, for a ratio without extrapolation. With
+   ``--ww-cpu`` the same layers are timed again by WeightWatcher in a child process that sees no GPU,
+   i.e. on its SciPy path (the one the issue describes), and extrapolated the same way.
 4. Alpha agreement with a float64 reference on a sample of real-shape layers (one per shape, then more
    up to ``--sample``; no dimension over 50,000, so not the 7B's ``lm_head``): eigenvalues from a
    float64 numpy SVD on the CPU, fitted by the same power-law code (which tests/test_esd_estimator.py
@@ -18,6 +20,7 @@
 Goals: all Linear layers in ≤ 60 s on one H100, ≥ 50× faster than WeightWatcher.
 
     python bench/esd.py            # GPU (H100: about 5 minutes)
+    python bench/esd.py --ww-cpu   # also WeightWatcher's CPU path on the same layers, side by side
     python bench/esd.py --small    # CPU: smollm2-135m architecture, random weights, fewer variants
 
 Writes the full record to ``$OUT/esd.json`` when ``$OUT`` is set; prints a markdown table at the end.
@@ -27,10 +30,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -129,37 +138,41 @@ def ours(model: nn.Module, variants: dict, subset: list[str]) -> dict:
     return runs
 
 
-def weightwatcher(model: nn.Module, size: int) -> dict:
-    """WeightWatcher's default analyze() per layer of a subset, and the extrapolation to all layers.
+def _time_layers(layers: dict[str, nn.Module]) -> tuple[str | None, dict[str, dict]]:
+    """WeightWatcher's default analyze() on each layer alone: its version, and seconds/alpha/shape per layer.
 
     Each layer is handed to WeightWatcher alone (wrapped in a ModuleDict): it converts every layer of the
     model it is given to numpy before filtering by layer id, so a per-layer call on the whole model would
     pay for all 197 conversions each time. Alone, a call costs what that layer costs in a full run.
     """
-    try:
-        import weightwatcher as ww
-    except ImportError as exc:
-        return {"error": f"weightwatcher not installed: {exc}", "subset": []}
+    import weightwatcher as ww
+
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    max_n = ww.constants.DEFAULT_MAX_N
-    modules = linear_modules(model)
-    shapes = {n: tuple(m.weight.shape) for n, m in modules.items()}
-    subset = spread(modules, size, max_dim=max_n)
+    ww.WeightWatcher(model=nn.ModuleDict({"layer": nn.Linear(64, 96)})).analyze()  # warm-up, untimed
     measured: dict[str, dict] = {}
-    for name in subset:
+    for name, module in layers.items():
         started = time.perf_counter()
-        details = ww.WeightWatcher(model=nn.ModuleDict({"layer": modules[name]})).analyze()
+        details = ww.WeightWatcher(model=nn.ModuleDict({"layer": module})).analyze()
         seconds = time.perf_counter() - started
         alpha = float(details["alpha"].iloc[0]) if len(details) else None
-        measured[name] = {"seconds": seconds, "alpha": alpha, "shape": list(shapes[name])}
-        print(f"weightwatcher {name} {shapes[name]}: {seconds:.2f} s", flush=True)
+        measured[name] = {"seconds": seconds, "alpha": alpha, "shape": list(module.weight.shape)}
+        print(
+            f"weightwatcher {name} {tuple(module.weight.shape)}: {seconds:.2f} s", file=sys.stderr, flush=True
+        )
+    return getattr(ww, "__version__", None), measured
+
+
+def _extrapolate(model: nn.Module, measured: dict[str, dict]) -> dict:
+    """Measured and all-layer seconds: each layer counts the mean time of the measured layers of its
+    shape; layers over WeightWatcher's ``max_N`` (skipped by its default analyze()) count 0."""
+    from weightwatcher.constants import DEFAULT_MAX_N
+
+    shapes = {n: tuple(m.weight.shape) for n, m in linear_modules(model).items()}
     per_shape: dict[tuple, list[float]] = {}
-    for name, m in measured.items():
-        per_shape.setdefault(shapes[name], []).append(m["seconds"])
-    skipped = [n for n, s in shapes.items() if max(s) > max_n]
+    for m in measured.values():
+        per_shape.setdefault(tuple(m["shape"]), []).append(m["seconds"])
+    skipped = [n for n, s in shapes.items() if max(s) > DEFAULT_MAX_N]
     return {
-        "version": getattr(ww, "__version__", None),
-        "subset": subset,
         "measured": measured,
         "measured_seconds": sum(m["seconds"] for m in measured.values()),
         "extrapolated_seconds": sum(
@@ -168,6 +181,61 @@ def weightwatcher(model: nn.Module, size: int) -> dict:
         "extrapolation": "per layer: mean measured time of the subset's layers of the same shape",
         "skipped_by_weightwatcher": skipped,
     }
+
+
+def weightwatcher(model: nn.Module, size: int) -> dict:
+    """WeightWatcher in this process on a subset of ``size`` layers, extrapolated to all layers. It
+    chooses its SVD backend when imported: torch on the GPU when CUDA is available, else SciPy."""
+    try:
+        from weightwatcher.constants import DEFAULT_MAX_N
+    except ImportError as exc:
+        return {"error": f"weightwatcher not installed: {exc}", "subset": []}
+    modules = linear_modules(model)
+    subset = spread(modules, size, max_dim=DEFAULT_MAX_N)
+    version, measured = _time_layers({n: modules[n] for n in subset})
+    backend = "torch on the GPU" if torch.cuda.is_available() else "SciPy on the CPU"
+    return {"version": version, "backend": backend, "subset": subset, **_extrapolate(model, measured)}
+
+
+def weightwatcher_cpu(model: nn.Module, subset: list[str]) -> dict:
+    """The same layers timed by WeightWatcher in a child process that sees no GPU, i.e. on its CPU
+    (SciPy) path: the path the issue and DESIGN.md's 1068 s anchor describe. The weights travel to
+    the child through a temporary safetensors file."""
+    from safetensors.torch import save_file
+
+    modules = linear_modules(model)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "layers.safetensors"
+        save_file({n: modules[n].weight.detach().cpu().contiguous() for n in subset}, str(path))
+        child = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--ww-child", str(path)],
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+            capture_output=True,
+            text=True,
+        )
+    if child.returncode:
+        lines = child.stderr.strip().splitlines()
+        return {"error": f"child exited {child.returncode}: {lines[-1] if lines else ''}", "subset": subset}
+    version, measured = json.loads(child.stdout.strip().splitlines()[-1])
+    return {
+        "version": version,
+        "backend": "SciPy on the CPU (child process without CUDA)",
+        "cpu_threads": os.cpu_count(),
+        "subset": subset,
+        **_extrapolate(model, measured),
+    }
+
+
+def _ww_child(path: str) -> None:
+    """Child of :func:`weightwatcher_cpu`: time each weight of ``path``; print ``[version, measured]``."""
+    from safetensors.torch import load_file
+
+    layers = {}
+    for name, weight in load_file(path).items():
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+        layer.weight = nn.Parameter(weight, requires_grad=False)
+        layers[name] = layer
+    print(json.dumps(_time_layers(layers)))
 
 
 def agreement(model: nn.Module, sample: list[str]) -> dict:
@@ -208,7 +276,7 @@ def _verdict(value: float | None, ok: bool) -> str:
 
 
 def table(record: dict) -> str:
-    runs, ww = record["ours"], record["weightwatcher"]
+    runs = record["ours"]
     lines = [
         f"## ESD: {record['arch']} (random bf16 weights) on {record['device_name']}",
         "",
@@ -224,40 +292,47 @@ def table(record: dict) -> str:
                 f"eig {fmt(run['eig_seconds'])} s + fit {fmt(run['fit_seconds'])} s |"
             )
     default = runs.get(DEFAULT, {})
-    speedup = subset_speedup = best = None
-    if "error" in ww:
-        lines.append(f"| WeightWatcher | -- | -- | {ww['error']} |")
-    else:
+    timings = {k: v["wall_seconds"] for k, v in runs.items() if "wall_seconds" in v}
+    verdict_lines = []
+    for key in ("weightwatcher", "weightwatcher_cpu"):
+        ww = record.get(key)
+        if ww is None:
+            continue
+        if "error" in ww:
+            lines.append(f"| WeightWatcher ({key}) | -- | -- | {ww['error']} |")
+            continue
         n, skipped = len(ww["measured"]), ww["skipped_by_weightwatcher"]
+        subset_speedup = None
         if "subset" in default:
-            subset_seconds = default["subset"]["wall_seconds"]
-            lines.append(f"| ours, {DEFAULT}, WeightWatcher's subset | {n} | {fmt(subset_seconds)} | |")
             subset_speedup = ww["measured_seconds"] / default["subset"]["wall_seconds"]
         lines += [
-            f"| WeightWatcher {ww['version']}, measured | {n} | {fmt(ww['measured_seconds'])} | "
-            "default analyze(), one layer per call |",
-            f"| WeightWatcher, **extrapolated** to all | {len(record['layers']) - len(skipped)} | "
+            f"| WeightWatcher {ww['version']}, {ww['backend']}, measured | {n} | "
+            f"{fmt(ww['measured_seconds'])} | default analyze(), one layer per call |",
+            f"| same, **extrapolated** to all | {len(record['layers']) - len(skipped)} | "
             f"{fmt(ww['extrapolated_seconds'])} | by shape from the measured layers; skips "
             f"{', '.join(skipped) or 'none'} (max_N) |",
         ]
-        timings = {k: v["wall_seconds"] for k, v in runs.items() if "wall_seconds" in v}
-        if DEFAULT in timings:
-            speedup = ww["extrapolated_seconds"] / timings[DEFAULT]
-        if timings:
-            best = min(timings, key=timings.get)
-            lines.append(
-                f"| fastest variant: {best} | | {fmt(timings[best])} | "
-                f"{fmt(ww['extrapolated_seconds'] / timings[best], 1)}× WeightWatcher (extrapolated) |"
-            )
+        speedup = ww["extrapolated_seconds"] / timings[DEFAULT] if DEFAULT in timings else None
+        verdict = _verdict(speedup, (speedup or 0) >= GOAL_SPEEDUP)
+        verdict_lines.append(
+            f"Speed-up of the default ({DEFAULT}) vs WeightWatcher's {ww['backend']}: "
+            f"**{fmt(speedup, 1)}×** extrapolated over all layers, {fmt(subset_speedup, 1)}× measured "
+            f"on the same subset (≥ {GOAL_SPEEDUP:.0f}×: {verdict})."
+        )
+    if "subset" in default:
+        lines.append(
+            f"| ours, {DEFAULT}, WeightWatcher's subset | {len(record['weightwatcher']['subset'])} | "
+            f"{fmt(default['subset']['wall_seconds'])} | |"
+        )
+    if timings:
+        best = min(timings, key=timings.get)
+        lines.append(f"| fastest variant: {best} | | {fmt(timings[best])} | |")
     seconds = default.get("wall_seconds")
     lines += [
         "",
-        f"Speed-up of the default ({DEFAULT}) vs WeightWatcher: **{fmt(speedup, 1)}×** extrapolated "
-        f"over all layers, {fmt(subset_speedup, 1)}× measured on the same subset.",
-        f"Goals: all Linear layers ≤ {GOAL_SECONDS:.0f} s: "
-        f"{_verdict(seconds, (seconds or 0) <= GOAL_SECONDS)} ({fmt(seconds)} s); "
-        f"≥ {GOAL_SPEEDUP:.0f}× WeightWatcher: "
-        f"{_verdict(speedup, (speedup or 0) >= GOAL_SPEEDUP)}.",
+        *verdict_lines,
+        f"All Linear layers ≤ {GOAL_SECONDS:.0f} s: "
+        f"{_verdict(seconds, (seconds or 0) <= GOAL_SECONDS)} ({fmt(seconds)} s).",
         "",
         f"Alpha vs float64 SVD reference on {len(record['sample'])} real-shape layers:",
         "",
@@ -278,7 +353,16 @@ def main() -> None:
     parser.add_argument("--arch", default=None, help="architecture preset (default: qwen2.5-7b)")
     parser.add_argument("--ww-layers", type=int, default=None, help="WeightWatcher subset size")
     parser.add_argument("--sample", type=int, default=None, help="layers in the alpha-agreement sample")
+    parser.add_argument(
+        "--ww-cpu",
+        action="store_true",
+        help="also time WeightWatcher's CPU path (a child process without CUDA)",
+    )
+    parser.add_argument("--ww-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ww_child:
+        _ww_child(args.ww_child)
+        return
     device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
     arch = args.arch or ("smollm2-135m" if args.small else "qwen2.5-7b")
 
@@ -294,6 +378,8 @@ def main() -> None:
         "layers": list(modules),
     }
     record["weightwatcher"] = weightwatcher(model, args.ww_layers or (5 if args.small else 8))
+    if args.ww_cpu and "error" not in record["weightwatcher"]:
+        record["weightwatcher_cpu"] = weightwatcher_cpu(model, record["weightwatcher"]["subset"])
     variants = VARIANTS_CPU if device == "cpu" else VARIANTS_GPU
     record["ours"] = ours(model, variants, record["weightwatcher"]["subset"])
     record["sample"] = spread(modules, args.sample or (5 if args.small else 8), max_dim=SAMPLE_MAX_DIM)

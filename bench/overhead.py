@@ -3,8 +3,9 @@
 Both wrappers share one model object in one process, so the only difference is the monitor:
 synchronized batch timing, the sampler thread, the per-token logits processor and the record.
 The evaluation is a local BBH subset: loglikelihood (leaderboard BBH) and generation (BBH inputs,
-fixed length). Runs alternate hf, perf-hf, hf, perf-hf ... after one warm-up of each; the ratio is
-taken pair by pair, so drift of the machine's speed cancels.
+fixed length). After one warm-up of each, pairs alternate their order (hf then perf-hf, then
+perf-hf then hf, ...), so neither wrapper always runs second on a GPU the first one just heated; the
+ratio is taken pair by pair, so drift of the machine's speed cancels, and also as total time.
 
     python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
     python bench/overhead.py --small         # CPU: tiny Llama, float32
@@ -114,9 +115,10 @@ def main() -> int:
         first[name] = responses(timed(lm, tasks, limit, sync)[1])
     same_outputs = first["hf"] == first["perf-hf"]
     times: dict[str, list[float]] = {"hf": [], "perf-hf": []}
-    for _ in range(pairs):
-        for name, lm in lms.items():
-            times[name].append(timed(lm, tasks, limit, sync)[0])
+    for pair in range(pairs):
+        order = ["hf", "perf-hf"] if pair % 2 == 0 else ["perf-hf", "hf"]
+        for name in order:
+            times[name].append(timed(lms[name], tasks, limit, sync)[0])
     ratios = [p / h for p, h in zip(times["perf-hf"], times["hf"])]
     record = lms["perf-hf"].efficiency or {}
     out = {
@@ -130,6 +132,7 @@ def main() -> int:
         "perf_hf_s": times["perf-hf"],
         "ratios": ratios,
         "ratio_median": statistics.median(ratios),
+        "ratio_of_totals": sum(times["perf-hf"]) / sum(times["hf"]),
         "same_outputs": same_outputs,
         "batches_per_run": (record.get("overall") or {}).get("batches"),
     }
@@ -145,6 +148,7 @@ def main() -> int:
         f"| median | {statistics.median(times['hf']):.3f} | {statistics.median(times['perf-hf']):.3f} | "
         f"**{out['ratio_median']:.4f}** (min {min(ratios):.4f}, max {max(ratios):.4f}) |"
     )
+    print(f"| total | {sum(times['hf']):.3f} | {sum(times['perf-hf']):.3f} | {out['ratio_of_totals']:.4f} |")
     return 0 if same_outputs else 1
 
 

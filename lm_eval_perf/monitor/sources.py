@@ -8,6 +8,7 @@ reason), so that no missing value is ever mistaken for a zero.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,12 +110,29 @@ def _torch_cuda_devices() -> list[tuple[int, str | None]]:
     return devices
 
 
+@functools.cache
+def _nvml():
+    """``pynvml``, initialized once per process, or the one-line reason NVML is unavailable (a str).
+
+    NVML stays initialized until the process exits: an evaluation that opened and shut it down again
+    paid the library's start-up (device enumeration) every time, a fixed per-evaluation cost.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # ImportError or any NVMLError: no NVML here
+        return f"NVML unavailable: {type(exc).__name__}: {exc}".strip()
+    return pynvml
+
+
 class NvmlSource:
     """Polls GPUs through NVML (``nvidia-ml-py``).
 
     ``devices`` are torch CUDA indices; ``None`` means every CUDA device this process can see.
     Indices are mapped to NVML handles by UUID, so ``CUDA_VISIBLE_DEVICES`` and a
-    ``CUDA_DEVICE_ORDER`` that differs from NVML's PCI order are both handled.
+    ``CUDA_DEVICE_ORDER`` that differs from NVML's PCI order are both handled. NVML itself is
+    initialized once per process (:func:`_nvml`); :meth:`close` only drops this source's handles.
     """
 
     def __init__(self, devices: Sequence[int] | None = None):
@@ -126,12 +144,9 @@ class NvmlSource:
         self._process_memory_ok = True
 
     def open(self) -> list[GpuInfo]:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-        except Exception as exc:  # ImportError or any NVMLError: no NVML here
-            self.unavailable["gpu"] = f"NVML unavailable: {type(exc).__name__}: {exc}".strip()
+        pynvml = _nvml()
+        if isinstance(pynvml, str):
+            self.unavailable["gpu"] = pynvml
             return []
         self._nvml = pynvml
         torch_devices = _torch_cuda_devices()
@@ -225,9 +240,7 @@ class NvmlSource:
         return tuple(readings)
 
     def close(self) -> None:
-        if self._nvml is not None:
-            self._call(self._nvml.nvmlShutdown)
-            self._nvml = None
+        self._nvml = None
         self._handles = []
 
 
