@@ -52,7 +52,9 @@ def decode_bytes(shape: ModelShape, batch_size: int, context_tokens: float, step
     """Bytes read by ``steps`` decode steps of a batch whose mean context is ``context_tokens``.
 
     Each step reads every weight once and the K/V of ``context_tokens`` tokens for each of the
-    ``batch_size`` sequences. ``None`` when the KV layout is unknown.
+    ``batch_size`` sequences. ``None`` when the KV layout is unknown. "Every weight" is
+    ``shape.weight_bytes`` (DESIGN.md's MBU): the input-embedding table counts whole, although a step
+    gathers only ``batch_size`` rows of it.
     """
     kv = shape.kv_bytes_per_token
     if kv is None:
