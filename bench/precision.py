@@ -125,7 +125,8 @@ def _tiny_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def part_end_to_end(args, device: str) -> dict:
+def part_end_to_end(args, device: str, report: dict) -> None:
+    """Fill ``report["end_to_end"]``: quantize, then one evaluation per run, saving after each step."""
     from lm_eval_perf.cli import main as cli
     from lm_eval_perf.report.mcr import mcr_from_results
 
@@ -147,24 +148,31 @@ def part_end_to_end(args, device: str) -> dict:
     ]
     argv += ["--group-size", str(args.group_size), "--samples", str(args.samples), "--seq-len", "256"]
     status = cli([*argv, "--device", device])
-    quantize_s = time.perf_counter() - started
     if status:
-        return {"error": f"quantize exited {status}"}
+        report["end_to_end"] = {"error": f"quantize exited {status}"}
+        save("precision", report)
+        return
+    runs: dict[str, dict] = {}
+    report["end_to_end"] = {
+        "quantize_seconds": time.perf_counter() - started,
+        "checkpoint": str(out),
+        "runs": runs,
+    }
+    save("precision", report)
     on_cpu = device == "cpu"
     base_dtype = "float32" if on_cpu else "bfloat16"
-    runs = {base_dtype: _evaluate(args.model, device, args, precision=base_dtype)}
+    jobs = [(base_dtype, args.model, {"precision": base_dtype})]
     for backend in args.awq_backends.split(","):
         extra = {"dtype": "float32"} if on_cpu else {}
-        runs[f"awq {backend}"] = _evaluate(
-            str(out), device, args, precision="awq", quant_backend=backend, **extra
-        )
-    base = runs[base_dtype]
-    for run in runs.values():
-        if "results" in run and "results" in base:
-            run["mcr"] = mcr_from_results(
-                base["results"], run["results"], "acc_norm", "leaderboard_bbh_local"
+        jobs.append((f"awq {backend}", str(out), {"precision": "awq", "quant_backend": backend, **extra}))
+    for name, pretrained, model_args in jobs:
+        runs[name] = _evaluate(pretrained, device, args, **model_args)
+        base = runs[base_dtype]
+        if "results" in runs[name] and "results" in base:
+            runs[name]["mcr"] = mcr_from_results(
+                base["results"], runs[name]["results"], "acc_norm", "leaderboard_bbh_local"
             )["mcr"]
-    return {"quantize_seconds": quantize_s, "checkpoint": str(out), "runs": runs}
+        save("precision", report)
 
 
 def main() -> int:
@@ -205,7 +213,7 @@ def main() -> int:
     if not args.skip_decode:
         part_decode(args, device, report)
     if not args.skip_end_to_end:
-        report["end_to_end"] = part_end_to_end(args, device)
+        part_end_to_end(args, device, report)
     save("precision", report)
     print(render(report, args))
     return 0
