@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,31 +233,27 @@ def _timeout(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _precisions(value: Any, where: str) -> tuple[str | None, ...]:
-    names = _list(value)
-    if not names:
+def _axis(value: Any, where: str, parse: Callable[[Any, str], Any]) -> tuple:
+    """A matrix axis: ``(None,)`` when absent, else each item parsed by ``parse(item, its_path)``,
+    no item listed twice."""
+    items = _list(value)
+    if not items:
         return (None,)
-    out = []
-    for i, name in enumerate(names):
-        item = f"{where}[{i}]" if isinstance(value, list) else where
-        try:
-            out.append(validate_precision(_string(name, item)))
-        except UserInputError as exc:
-            raise UserInputError(f"{item}: {exc}") from exc
+    out = [parse(item, f"{where}[{i}]" if isinstance(value, list) else where) for i, item in enumerate(items)]
     return _unique(out, where)
 
 
-def _ratios(value: Any, where: str) -> tuple[float | None, ...]:
-    ratios = _list(value)
-    if not ratios:
-        return (None,)
-    out = []
-    for i, ratio in enumerate(ratios):
-        item = f"{where}[{i}]" if isinstance(value, list) else where
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise UserInputError(f"{item}: {ratio!r} is not a compression ratio in (0, 1]")
-        out.append(float(ratio))
-    return _unique(out, where)
+def _precision(name: Any, where: str) -> str:
+    try:
+        return validate_precision(_string(name, where))
+    except UserInputError as exc:
+        raise UserInputError(f"{where}: {exc}") from exc
+
+
+def _ratio(ratio: Any, where: str) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise UserInputError(f"{where}: {ratio!r} is not a compression ratio in (0, 1]")
+    return float(ratio)
 
 
 def _unique(values: list, where: str) -> tuple:
@@ -332,10 +329,12 @@ def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: 
             **defaults["model_args"],
             **_model_args(entry.get("model_args"), f"{where}.model_args"),
         },
-        "precisions": _precisions(entry["precisions"], f"{where}.precisions")
+        "precisions": _axis(entry["precisions"], f"{where}.precisions", _precision)
         if "precisions" in entry
         else defaults["precisions"],
-        "ratios": _ratios(entry["ratios"], f"{where}.ratios") if "ratios" in entry else defaults["ratios"],
+        "ratios": _axis(entry["ratios"], f"{where}.ratios", _ratio)
+        if "ratios" in entry
+        else defaults["ratios"],
         "tasks": tasks,
         "gpus_per_job": _integer(entry["gpus_per_job"], f"{where}.gpus_per_job", 0)
         if "gpus_per_job" in entry
@@ -388,8 +387,8 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
         labels[task.label] = task.where
     defaults = {
         "model_args": _model_args(raw.get("model_args"), "model_args"),
-        "precisions": _precisions(raw.get("precisions"), "precisions"),
-        "ratios": _ratios(raw.get("ratios"), "ratios"),
+        "precisions": _axis(raw.get("precisions"), "precisions", _precision),
+        "ratios": _axis(raw.get("ratios"), "ratios", _ratio),
         "gpus_per_job": _integer(raw.get("gpus_per_job", 1), "gpus_per_job", 0),
     }
     raw_models = _list(raw.get("models"))
