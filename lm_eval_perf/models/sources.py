@@ -89,3 +89,17 @@ def resolve(pretrained: str, tokenizer: str | None, gguf_file: str | None) -> Mo
     if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
         raise UserInputError(f"gguf_file {gguf_file} is not in {pretrained}")
     return ModelSource(pretrained, tokenizer, gguf_file, None, pretrained)
+
+
+def local_model_dir(model: str, command: str, arch_hint: str) -> str:
+    """The local Hugging Face directory behind a command's ``--model`` (a path or ``bundled:``).
+
+    ``arch:`` presets have random weights: ``command`` refuses them with ``arch_hint``; anything
+    else that is not a local directory is a one-line error too.
+    """
+    if model.startswith(ARCH_PREFIX):
+        raise UserInputError(f"{command} {arch_hint}")
+    model_dir = resolve(model, None, None).pretrained
+    if not Path(model_dir).is_dir():
+        raise UserInputError(f"--model {model} is not a local model directory")
+    return model_dir

@@ -41,13 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.model.startswith(sources.ARCH_PREFIX):
-        raise UserInputError(
-            "compress needs a saved model: use svd_ratio= as a model argument for arch: models"
-        )
-    model_dir = sources.resolve(args.model, None, None).pretrained
-    if not Path(model_dir).is_dir():
-        raise UserInputError(f"--model {args.model} is not a local model directory")
+    model_dir = sources.local_model_dir(
+        args.model, "compress", "needs a saved model: use svd_ratio= as a model argument for arch: models"
+    )
     out = Path(args.out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserInputError(f"--out {out} already exists and is not empty")

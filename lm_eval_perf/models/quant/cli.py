@@ -92,13 +92,9 @@ def _autoawq(model_dir: str, folder: Path, texts: list[str], args, device: str) 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.model.startswith(sources.ARCH_PREFIX):
-        raise UserInputError(
-            "quantize needs trained weights: arch: models are random (use precision=int4 for them)"
-        )
-    model_dir = sources.resolve(args.model, None, None).pretrained
-    if not Path(model_dir).is_dir():
-        raise UserInputError(f"--model {args.model} is not a local model directory")
+    model_dir = sources.local_model_dir(
+        args.model, "quantize", "needs trained weights: arch: models are random (use precision=int4 for them)"
+    )
     if args.group_size not in (32, 64, 128):
         raise UserInputError(f"--group-size {args.group_size}: use 32, 64 or 128")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
