@@ -21,6 +21,7 @@ Goals: all Linear layers in ≤ 60 s on one H100, ≥ 50× faster than WeightWat
 
     python bench/esd.py            # GPU (H100: about 5 minutes)
     python bench/esd.py --ww-cpu   # also WeightWatcher's CPU path on the same layers, side by side
+    python bench/esd.py --ww-cpu --default-only --sample 4   # the same, shorter: one variant of ours
     python bench/esd.py --small    # CPU: smollm2-135m architecture, random weights, fewer variants
 
 Writes the full record to ``$OUT/esd.json`` when ``$OUT`` is set; prints a markdown table at the end.
@@ -358,6 +359,9 @@ def main() -> None:
         action="store_true",
         help="also time WeightWatcher's CPU path (a child process without CUDA)",
     )
+    parser.add_argument(
+        "--default-only", action="store_true", help=f"time only the default variant ({DEFAULT})"
+    )
     parser.add_argument("--ww-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ww_child:
@@ -381,6 +385,8 @@ def main() -> None:
     if args.ww_cpu and "error" not in record["weightwatcher"]:
         record["weightwatcher_cpu"] = weightwatcher_cpu(model, record["weightwatcher"]["subset"])
     variants = VARIANTS_CPU if device == "cpu" else VARIANTS_GPU
+    if args.default_only:
+        variants = {DEFAULT: variants[DEFAULT]}
     record["ours"] = ours(model, variants, record["weightwatcher"]["subset"])
     record["sample"] = spread(modules, args.sample or (5 if args.small else 8), max_dim=SAMPLE_MAX_DIM)
     record["agreement"] = agreement(model, record["sample"])

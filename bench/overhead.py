@@ -5,7 +5,10 @@ synchronized batch timing, the sampler thread, the per-token logits processor an
 The evaluation is a local BBH subset: loglikelihood (leaderboard BBH) and generation (BBH inputs,
 fixed length). After one warm-up of each, pairs alternate their order (hf then perf-hf, then
 perf-hf then hf, ...), so neither wrapper always runs second on a GPU the first one just heated; the
-ratio is taken pair by pair, so drift of the machine's speed cancels, and also as total time.
+ratio is taken pair by pair, so drift of the machine's speed cancels, and also as ratios of total and
+of minimum times. Each request kind's seconds (synchronized, around lm-eval's call of the wrapper's
+request method) are kept too: the GPU-bound loglikelihood part and the host-bound eager generation
+part vary differently from run to run. Garbage is collected before every run.
 
     python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
     python bench/overhead.py --small         # CPU: tiny Llama, float32
@@ -14,6 +17,7 @@ ratio is taken pair by pair, so drift of the machine's speed cancels, and also a
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -26,6 +30,8 @@ from _out import save
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+KINDS = ("loglikelihood", "generate_until")
 
 GROUP = """\
 group: overhead_bbh
@@ -56,16 +62,40 @@ def build_model(arch: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
         return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-def timed(lm, tasks, limit: int, sync) -> tuple[float, dict]:
+def time_kinds(lm, sync) -> dict[str, float]:
+    """Wrap ``lm``'s request methods so that each call adds its synchronized seconds to the dict returned."""
+    spent = dict.fromkeys(KINDS, 0.0)
+
+    def timing(kind: str, call):
+        def method(requests, *args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            try:
+                return call(requests, *args, **kwargs)
+            finally:
+                sync()
+                spent[kind] += time.perf_counter() - start
+
+        return method
+
+    for kind in KINDS:
+        setattr(lm, kind, timing(kind, getattr(lm, kind)))
+    return spent
+
+
+def timed(lm, spent: dict[str, float], tasks, limit: int, sync) -> tuple[dict[str, float], dict]:
+    """One evaluation: its seconds in all and per request kind, and lm-eval's results."""
     from lm_eval.evaluator import evaluate
 
+    gc.collect()
+    spent.update(dict.fromkeys(KINDS, 0.0))
     sync()
     start = time.perf_counter()
     results = evaluate(lm=lm, task_dict=tasks, limit=limit, log_samples=True)
     if hasattr(lm, "finish_measurement"):
         lm.finish_measurement()
     sync()
-    return time.perf_counter() - start, results
+    return {"total": time.perf_counter() - start, **spent}, results
 
 
 def responses(results: dict) -> dict:
@@ -109,17 +139,32 @@ def main() -> int:
     common = dict(pretrained=model, tokenizer=tokenizer, batch_size=batch, device=device)
     lms = {"hf": HFLM(**common), "perf-hf": PerfHFLM(**common, print_summary=False)}
     sync = torch.cuda.synchronize if gpu else (lambda: None)
+    spent = {name: time_kinds(lm, sync) for name, lm in lms.items()}
 
     first = {}
     for name, lm in lms.items():  # warm-up, and the outputs must agree
-        first[name] = responses(timed(lm, tasks, limit, sync)[1])
+        first[name] = responses(timed(lm, spent[name], tasks, limit, sync)[1])
     same_outputs = first["hf"] == first["perf-hf"]
-    times: dict[str, list[float]] = {"hf": [], "perf-hf": []}
+    times: dict[str, list[dict[str, float]]] = {"hf": [], "perf-hf": []}
     for pair in range(pairs):
-        order = ["hf", "perf-hf"] if pair % 2 == 0 else ["perf-hf", "hf"]
-        for name in order:
-            times[name].append(timed(lms[name], tasks, limit, sync)[0])
-    ratios = [p / h for p, h in zip(times["perf-hf"], times["hf"])]
+        for name in ["hf", "perf-hf"] if pair % 2 == 0 else ["perf-hf", "hf"]:
+            times[name].append(timed(lms[name], spent[name], tasks, limit, sync)[0])
+    parts = ("total", *KINDS)
+    summary = {}
+    for part in parts:
+        hf, perf = [t[part] for t in times["hf"]], [t[part] for t in times["perf-hf"]]
+        ratios = [p / h for p, h in zip(perf, hf)]
+        summary[part] = {
+            "hf_median_s": statistics.median(hf),
+            "perf_hf_median_s": statistics.median(perf),
+            "ratios": ratios,
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "ratio_of_totals": sum(perf) / sum(hf),
+            "ratio_of_minimums": min(perf) / min(hf),
+            "slower_pairs": sum(r > 1 for r in ratios),
+        }
     record = lms["perf-hf"].efficiency or {}
     out = {
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
@@ -128,11 +173,8 @@ def main() -> int:
         "limit_per_subtask": limit,
         "batch_size": batch,
         "pairs": pairs,
-        "hf_s": times["hf"],
-        "perf_hf_s": times["perf-hf"],
-        "ratios": ratios,
-        "ratio_median": statistics.median(ratios),
-        "ratio_of_totals": sum(times["perf-hf"]) / sum(times["hf"]),
+        "seconds": times,
+        "summary": summary,
         "same_outputs": same_outputs,
         "batches_per_run": (record.get("overall") or {}).get("batches"),
     }
@@ -141,14 +183,20 @@ def main() -> int:
         f"\n## overhead: {out['device']}, {arch} {dtype}, {pairs} alternating pairs, "
         f"{out['batches_per_run']} batches per run, outputs identical: {same_outputs}\n"
     )
-    print("| run | hf s | perf-hf s | ratio |\n|---|---|---|---|")
-    for i, (h, p, r) in enumerate(zip(times["hf"], times["perf-hf"], ratios), 1):
-        print(f"| {i} | {h:.3f} | {p:.3f} | {r:.4f} |")
-    print(
-        f"| median | {statistics.median(times['hf']):.3f} | {statistics.median(times['perf-hf']):.3f} | "
-        f"**{out['ratio_median']:.4f}** (min {min(ratios):.4f}, max {max(ratios):.4f}) |"
-    )
-    print(f"| total | {sum(times['hf']):.3f} | {sum(times['perf-hf']):.3f} | {out['ratio_of_totals']:.4f} |")
+    print("| pair | hf s | perf-hf s | ratio | loglikelihood ratio | generate_until ratio |")
+    print("|---|---|---|---|---|---|")
+    for i, (h, p) in enumerate(zip(times["hf"], times["perf-hf"])):
+        cells = [f"{h['total']:.3f}", f"{p['total']:.3f}"] + [f"{summary[k]['ratios'][i]:.4f}" for k in parts]
+        print(f"| {i + 1} | " + " | ".join(cells) + " |")
+    header = ["part", "hf median s", "perf-hf median s", "ratio median (min-max)", "Σ perf-hf / Σ hf"]
+    header += ["min / min", "slower"]
+    print("\n| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
+    for part, s in summary.items():
+        print(
+            f"| {part} | {s['hf_median_s']:.3f} | {s['perf_hf_median_s']:.3f} | **{s['ratio_median']:.4f}** "
+            f"({s['ratio_min']:.4f}-{s['ratio_max']:.4f}) | {s['ratio_of_totals']:.4f} | "
+            f"{s['ratio_of_minimums']:.4f} | {s['slower_pairs']} of {pairs} |"
+        )
     return 0 if same_outputs else 1
 
 

@@ -47,6 +47,24 @@ def test_full_rank_factorization_reproduces_base_logits(tiny_model_dir):
     assert torch.allclose(_logits(full), _logits(base), atol=1e-4, rtol=1e-4)
 
 
+def test_compiled_single_token_path_is_a_float32_reduction_with_the_eager_result():
+    layer = LowRankLinear(64, 48, 7, bias=True)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op.startswith("call_")})
+        return gm.forward
+
+    compiled = torch.compile(layer, backend=capture, fullgraph=True)
+    one, several = torch.randn(1, 1, 64), torch.randn(2, 3, 64)
+    with torch.no_grad():
+        assert torch.allclose(compiled(one), layer(one), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(compiled(several), layer(several), atol=1e-5, rtol=1e-5)
+    single, batched = graphs[0], graphs[-1]
+    assert not any("linear" in t for t in single) and any("sum" in t for t in single)
+    assert any("linear" in t for t in batched)
+
+
 def test_ratio_one_is_the_untouched_model(tiny_model_dir):
     base, same = _load(tiny_model_dir), _load(tiny_model_dir, svd_ratio=1.0)
     assert not any(isinstance(m, LowRankLinear) for m in same.model.modules())

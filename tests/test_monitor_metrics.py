@@ -188,8 +188,8 @@ class LinearEnergyGpu:
     def open(self):
         return [GpuInfo(0, "fake"), GpuInfo(1, "fake")]
 
-    def read(self):
-        e = self.power_w * (time.perf_counter() - self.t0)
+    def read(self, energy: bool = True):
+        e = self.power_w * (time.perf_counter() - self.t0) if energy else None
         return (
             gpu(0, 40 * GIB, 80 * GIB, 75.0, self.power_w, e),
             gpu(1, 20 * GIB, 80 * GIB, 25.0, self.power_w, e),
@@ -213,6 +213,24 @@ def test_monitor_with_a_known_source_reports_exact_constants_through_the_sampler
     # the fake counter is read a few microseconds away from each sample's time stamp
     assert m.energy_j == pytest.approx(500.0 * m.duration_s, rel=1e-3)
     assert m.energy_integrated_j == pytest.approx(500.0 * m.duration_s, rel=1e-9)
+
+
+def test_the_energy_counter_is_read_at_window_edges_only_not_by_the_background_thread():
+    with (
+        PerformanceMonitor(interval_s=0.01, gpu_source=LinearEnergyGpu(250.0)) as monitor,
+        monitor.window("work"),
+    ):
+        start = time.perf_counter()  # >= 0.15 s: windows under the counter's 0.1 s period integrate power
+        while (
+            len(monitor.timeline) < 12 or time.perf_counter() - start < 0.15
+        ) and time.perf_counter() - start < 10:
+            time.sleep(0.01)
+    with_counter = [s for s in monitor.timeline if s.gpus[0].energy_j is not None]
+    # edges: "total" opens, "work" opens and closes, "total" closes, the sampler's final sample
+    assert len(with_counter) == 5
+    assert len(monitor.timeline) - len(with_counter) >= 10
+    m = monitor.measurement("work")
+    assert m is not None and m.energy_source == "nvml_energy_counter" and m.energy_j > 0
 
 
 def test_without_a_gpu_gpu_metrics_are_null_with_a_reason_and_nothing_crashes():

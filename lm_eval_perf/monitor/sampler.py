@@ -13,6 +13,8 @@ class Sampler:
 
     :meth:`sample_now` takes an extra sample on the caller's thread (window edges use it); all reads
     are serialized by one lock, so sources need not be thread-safe. ``timeline`` is ordered by time.
+    Energy counters are read at the edges only (``sample_now()``): energy is the difference of the
+    counter between a window's edges, and on a GPU the counter is the one costly read.
     """
 
     def __init__(self, gpu: GpuSource, host: HostSource | None, interval_s: float):
@@ -26,10 +28,11 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample_now(self) -> Sample:
+    def sample_now(self, energy: bool = True) -> Sample:
+        """Read every source now (``energy=False``: without the GPU energy counter) and keep the sample."""
         with self._lock:
             before = time.perf_counter()
-            gpus = self.gpu.read()
+            gpus = self.gpu.read(energy=energy)
             host = None if self.host is None else self.host.read()
             # stamped at the middle of the reads (NVML calls take up to a few ms)
             sample = Sample(t_s=(before + time.perf_counter()) / 2, gpus=gpus, host=host)
@@ -39,7 +42,7 @@ class Sampler:
     def _run(self) -> None:
         next_t = time.perf_counter()
         while not self._stop.is_set():
-            self.sample_now()
+            self.sample_now(energy=False)
             next_t += self.interval_s
             delay = next_t - time.perf_counter()
             if delay < 0:  # fell behind (a slow NVML call): keep the cadence, skip missed slots

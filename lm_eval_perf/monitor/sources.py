@@ -72,7 +72,9 @@ class GpuSource(Protocol):
 
     def open(self) -> list[GpuInfo]: ...
 
-    def read(self) -> tuple[GpuReading, ...]: ...
+    def read(self, energy: bool = True) -> tuple[GpuReading, ...]:
+        """One reading per GPU; ``energy=False`` may leave ``energy_j`` out (``None``)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -88,7 +90,7 @@ class NoGpuSource:
         self.unavailable = {"gpu": self.reason}
         return []
 
-    def read(self) -> tuple[GpuReading, ...]:
+    def read(self, energy: bool = True) -> tuple[GpuReading, ...]:
         return ()
 
     def close(self) -> None:
@@ -133,6 +135,11 @@ class NvmlSource:
     Indices are mapped to NVML handles by UUID, so ``CUDA_VISIBLE_DEVICES`` and a
     ``CUDA_DEVICE_ORDER`` that differs from NVML's PCI order are both handled. NVML itself is
     initialized once per process (:func:`_nvml`); :meth:`close` only drops this source's handles.
+
+    The total-energy counter is by far the costliest read: about 3.4 ms of CPU per call on an H100
+    (driver 580), against 2-35 µs for each of the others (``bench`` figures in BENCHMARKS.md). Energy
+    is a difference of two counter readings, so :meth:`read` takes it only when asked (the window
+    edges); the background samples leave it out.
     """
 
     def __init__(self, devices: Sequence[int] | None = None):
@@ -211,7 +218,7 @@ class NvmlSource:
         )
         return None
 
-    def read(self) -> tuple[GpuReading, ...]:
+    def read(self, energy: bool = True) -> tuple[GpuReading, ...]:
         n = self._nvml
         readings = []
         for index, handle in self._handles:
@@ -219,7 +226,7 @@ class NvmlSource:
             util = self._call(n.nvmlDeviceGetUtilizationRates, handle)
             power_mw = self._call(n.nvmlDeviceGetPowerUsage, handle)
             energy_mj = None
-            if self._energy_ok.get(index, True):
+            if energy and self._energy_ok.get(index, True):
                 energy_mj = self._call(n.nvmlDeviceGetTotalEnergyConsumption, handle)
                 if energy_mj is None:
                     self._energy_ok[index] = False

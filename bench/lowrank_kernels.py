@@ -1,0 +1,237 @@
+"""Why does a low-rank model decode below its byte count? The linear layers alone, one token, by layout.
+
+All linear layers of a 7B-class model's decoder (q, k, v, o, gate, up, down x 28 layers; random bf16
+weights, distinct per layer so that nothing stays in L2) are run for one token as one CUDA graph,
+dense and as SVD factor pairs of rank k = floor(r·M·N / (M + N)) in several layouts:
+
+* ``exact``: ``up(down(x))`` with the factors as ``svd_ratio=r`` stores them;
+* ``pad 8`` / ``pad 64``: the rank zero-padded to a multiple of 8 / 64 (the same product);
+* ``fused``: the ``down`` factors of the layers that share an input (q/k/v; gate/up) concatenated
+  into one matrix, so one matrix-vector product instead of three (two);
+* ``fused, pad 8``: both;
+* ``reduce``: every product written as multiply-and-sum and compiled (Triton reductions with
+  coordinate-descent tuning) instead of cuBLAS.
+
+It prints the time per token of all 28 layers' linears, the bytes read and the bandwidth, and the
+speed-up over dense. (The whole model adds ``lm_head``, attention and the element-wise kernels.)
+
+    python bench/lowrank_kernels.py                 # GPU: qwen2.5-7b, ratios 0.4 and 0.8
+    python bench/lowrank_kernels.py --small         # CPU: tiny-llama, plain timing loops
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from _out import save
+
+from lm_eval_perf.models.compress.svd import rank_for_ratio
+from lm_eval_perf.models.sources import load_architecture
+from lm_eval_perf.report.console import fmt, markdown_table
+
+SHARED_INPUT = (("q", "k", "v"), ("gate", "up"))
+
+
+def layer_shapes(arch: str) -> tuple[dict[str, tuple[int, int]], int]:
+    """(out, in) of each linear of one decoder layer, and the number of layers."""
+    c = load_architecture(arch)
+    hidden, inter = c["hidden_size"], c["intermediate_size"]
+    head = c.get("head_dim") or hidden // c["num_attention_heads"]
+    q, kv = c["num_attention_heads"] * head, c.get("num_key_value_heads", c["num_attention_heads"]) * head
+    shapes = {"q": (q, hidden), "k": (kv, hidden), "v": (kv, hidden), "o": (hidden, q)}
+    shapes |= {"gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)}
+    return shapes, c["num_hidden_layers"]
+
+
+def rand(*shape: int, device: str) -> torch.Tensor:
+    return torch.randn(*shape, device=device, dtype=torch.bfloat16) * 0.02
+
+
+def padded(weight: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
+    """``weight`` with dimension ``dim`` zero-padded up to a multiple of ``multiple``."""
+    size = weight.shape[dim]
+    extra = math.ceil(size / multiple) * multiple - size
+    if not extra:
+        return weight
+    pad = [0, 0, 0, 0]
+    pad[1 if dim == 1 else 3] = extra
+    return F.pad(weight, pad)
+
+
+def build(shapes, layers: int, ratio: float | None, pad: int, fused: bool, device: str) -> list[dict]:
+    """Per layer: ``name -> weight`` (dense) or ``name -> (down, up)`` (low rank), ``fused`` downs as
+    ``"q+k+v" -> (down, [rank offsets])``."""
+    stack = []
+    for _ in range(layers):
+        layer: dict = {}
+        for name, (m, n) in shapes.items():
+            if ratio is None:
+                layer[name] = rand(m, n, device=device)
+                continue
+            k = rank_for_ratio(ratio, m, n)
+            down, up = rand(k, n, device=device), rand(m, k, device=device)
+            layer[name] = (padded(down, 0, pad), padded(up, 1, pad))
+        if fused and ratio is not None:
+            for group in SHARED_INPUT:
+                downs = [layer[name][0] for name in group]
+                offsets = [0]
+                for d in downs:
+                    offsets.append(offsets[-1] + d.shape[0])
+                layer["+".join(group)] = (torch.cat(downs), offsets)
+        stack.append(layer)
+    return stack
+
+
+def matvec(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, w)
+
+
+def reduce_matvec(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (x[:, None, :].float() * w.float()).sum(-1).to(x.dtype)
+
+
+def run_layer(layer: dict, inputs: dict[str, torch.Tensor], mv: Callable) -> list[torch.Tensor]:
+    """Every linear of one layer on its input; fused downs are computed once per group."""
+    codes: dict[str, torch.Tensor] = {}
+    for group in SHARED_INPUT:
+        key = "+".join(group)
+        if key in layer:
+            down, offsets = layer[key]
+            z = mv(inputs[group[0]], down)
+            for i, name in enumerate(group):
+                codes[name] = z[:, offsets[i] : offsets[i + 1]]
+    out = []
+    for name, x in inputs.items():
+        w = layer[name]
+        if isinstance(w, torch.Tensor):
+            out.append(mv(x, w))
+        else:
+            down, up = w
+            out.append(mv(codes[name] if name in codes else mv(x, down), up))
+    return out
+
+
+def weight_bytes(stack: list[dict]) -> int:
+    total = 0
+    for layer in stack:
+        for key, w in layer.items():
+            if "+" in key:
+                continue
+            total += w.nbytes if isinstance(w, torch.Tensor) else w[0].nbytes + w[1].nbytes
+    return total
+
+
+def time_ms(fn: Callable[[], object], device: str, replays: int) -> float:
+    """Milliseconds per call of ``fn``: one CUDA graph replayed ``replays`` times (GPU), a loop (CPU)."""
+    if device != "cuda":
+        fn()
+        start = time.perf_counter()
+        for _ in range(replays):
+            fn()
+        return (time.perf_counter() - start) / replays * 1e3
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def measure(args) -> dict:
+    device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+    shapes, layers = layer_shapes(args.arch)
+    widths = {name: n for name, (_, n) in shapes.items()}
+    inputs = {name: rand(1, n, device=device) for name, n in widths.items()}
+    torch._dynamo.config.recompile_limit = 64  # one compilation per factor shape
+    compiled = torch.compile(reduce_matvec, dynamic=False, options={"coordinate_descent_tuning": True})
+    variants = {"dense": (None, 1, False, matvec)}
+    for ratio in args.ratios:
+        variants |= {
+            f"{ratio} exact": (ratio, 1, False, matvec),
+            f"{ratio} pad 8": (ratio, 8, False, matvec),
+            f"{ratio} pad 64": (ratio, 64, False, matvec),
+            f"{ratio} fused": (ratio, 1, True, matvec),
+            f"{ratio} fused, pad 8": (ratio, 8, True, matvec),
+        }
+        if device == "cuda":
+            variants[f"{ratio} reduce"] = (ratio, 1, False, compiled)
+    rows = {}
+    for name, (ratio, pad, fused, mv) in variants.items():
+        try:
+            stack = build(shapes, layers, ratio, pad, fused, device)
+            ms = time_ms(
+                lambda s=stack, f=mv: [run_layer(layer, inputs, f) for layer in s], device, args.replays
+            )
+            nbytes = weight_bytes(stack)
+            rows[name] = {"ms": ms, "bytes": nbytes, "gb_s": nbytes / ms / 1e6}
+        except Exception as exc:  # one failing layout (e.g. no Triton) must not hide the others
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+        print(name, rows[name], flush=True)
+        stack = None
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    ranks = {r: {n: rank_for_ratio(r, m, k) for n, (m, k) in shapes.items()} for r in args.ratios}
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {
+        "device": name,
+        "arch": args.arch,
+        "layers": layers,
+        "shapes": shapes,
+        "ranks": ranks,
+        "rows": rows,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="CPU: tiny-llama")
+    parser.add_argument("--arch", help="architecture preset (default qwen2.5-7b; small: tiny-llama)")
+    parser.add_argument("--ratios", type=float, nargs="+", help="default 0.4 0.8 (small: 0.4)")
+    parser.add_argument("--replays", type=int, help="timed repetitions (default 20; small 5)")
+    args = parser.parse_args()
+    args.arch = args.arch or ("tiny-llama" if args.small else "qwen2.5-7b")
+    args.ratios = args.ratios or ([0.4] if args.small else [0.4, 0.8])
+    args.replays = args.replays or (5 if args.small else 20)
+    record = measure(args)
+    save("lowrank_kernels", record)
+    dense = record["rows"]["dense"].get("ms")
+    table = []
+    for name, row in record["rows"].items():
+        if "error" in row:
+            table.append([name, row["error"], "", "", ""])
+            continue
+        table.append(
+            [
+                name,
+                fmt(row["ms"], 3),
+                fmt(row["bytes"] / 1e9, 2),
+                fmt(row["gb_s"], 0),
+                fmt(dense / row["ms"], 2),
+            ]
+        )
+    title = f"Linear layers of {record['arch']} ({record['layers']} layers), one token, bf16"
+    print(f"\n## {title} ({record['device']})\n")
+    print(markdown_table(["layout", "ms per token", "weight GB", "GB/s", "× dense"], table))
+    print(f"\nranks: {record['ranks']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
