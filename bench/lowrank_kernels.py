@@ -9,8 +9,9 @@ dense and as SVD factor pairs of rank k = floor(r·M·N / (M + N)) in several la
 * ``fused``: the ``down`` factors of the layers that share an input (q/k/v; gate/up) concatenated
   into one matrix, so one matrix-vector product instead of three (two);
 * ``fused, pad 8``: both;
-* ``reduce``: every product written as multiply-and-sum and compiled (Triton reductions with
-  coordinate-descent tuning) instead of cuBLAS.
+* ``reduce``: every product as :func:`~lm_eval_perf.models.compress.svd.row_matvec`, compiled
+  (Triton reductions with coordinate-descent tuning) - what ``LowRankLinear`` runs for one token
+  under ``torch.compile`` - instead of cuBLAS.
 
 It prints the time per token of all 28 layers' linears, the bytes read and the bandwidth, and the
 speed-up over dense. (The whole model adds ``lm_head``, attention and the element-wise kernels.)
@@ -29,9 +30,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _decode import device_report
 from _out import save
 
-from lm_eval_perf.models.compress.svd import rank_for_ratio
+from lm_eval_perf.models.compress.svd import rank_for_ratio, row_matvec
 from lm_eval_perf.models.sources import load_architecture
 from lm_eval_perf.report.console import fmt, markdown_table
 
@@ -92,10 +94,6 @@ def matvec(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return F.linear(x, w)
 
 
-def reduce_matvec(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return (x[:, None, :].float() * w.float()).sum(-1).to(x.dtype)
-
-
 def run_layer(layer: dict, inputs: dict[str, torch.Tensor], mv: Callable) -> list[torch.Tensor]:
     """Every linear of one layer on its input; fused downs are computed once per group."""
     codes: dict[str, torch.Tensor] = {}
@@ -154,13 +152,12 @@ def time_ms(fn: Callable[[], object], device: str, replays: int) -> float:
     return start.elapsed_time(end) / replays
 
 
-def measure(args) -> dict:
-    device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+def measure(args, device: str, record: dict) -> dict:
     shapes, layers = layer_shapes(args.arch)
     widths = {name: n for name, (_, n) in shapes.items()}
     inputs = {name: rand(1, n, device=device) for name, n in widths.items()}
     torch._dynamo.config.recompile_limit = 64  # one compilation per factor shape
-    compiled = torch.compile(reduce_matvec, dynamic=False, options={"coordinate_descent_tuning": True})
+    compiled = torch.compile(row_matvec, dynamic=False, options={"coordinate_descent_tuning": True})
     variants = {"dense": (None, 1, False, matvec)}
     for ratio in args.ratios:
         variants |= {
@@ -209,7 +206,10 @@ def main() -> int:
     args.arch = args.arch or ("tiny-llama" if args.small else "qwen2.5-7b")
     args.ratios = args.ratios or ([0.4] if args.small else [0.4, 0.8])
     args.replays = args.replays or (5 if args.small else 20)
-    record = measure(args)
+    started = device_report(args.small)
+    if started is None:
+        return 2
+    record = measure(args, *started)
     save("lowrank_kernels", record)
     dense = record["rows"]["dense"].get("ms")
     table = []

@@ -49,11 +49,12 @@ SOLVERS = {
 }
 
 
-def _matvec(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)`` for one input row, as multiply-and-sum in float32 (an Inductor reduction kernel)."""
-    y = (x.unsqueeze(-2).float() * layer.weight.float()).sum(-1)
-    if layer.bias is not None:
-        y = y + layer.bias.float()
+def row_matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for one input row, as multiply-and-sum in float32 (under
+    ``torch.compile``: one Inductor reduction kernel)."""
+    y = (x.unsqueeze(-2).float() * weight.float()).sum(-1)
+    if bias is not None:
+        y = y + bias.float()
     return y.to(x.dtype)
 
 
@@ -68,7 +69,8 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and x.numel() == self.in_features:
-            return _matvec(_matvec(x, self.down), self.up)  # one decoded token (see the module doc)
+            code = row_matvec(x, self.down.weight)  # one decoded token (see the module doc)
+            return row_matvec(code, self.up.weight, self.up.bias)
         return self.up(self.down(x))
 
 
