@@ -50,7 +50,9 @@ def device_report(small: bool) -> tuple[str, dict] | None:
 
 
 def free(*objects) -> None:
+    """Drop a loaded model: memory, and Dynamo's compiled code for it (the next model compiles afresh)."""
     del objects
+    torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -11,12 +11,20 @@ dense and as SVD factor pairs of rank k = floor(r·M·N / (M + N)) in several la
 * ``fused, pad 8``: both;
 * ``reduce``: every product as :func:`~lm_eval_perf.models.compress.svd.row_matvec`, compiled
   (Triton reductions with coordinate-descent tuning) - what ``LowRankLinear`` runs for one token
-  under ``torch.compile`` - instead of cuBLAS.
+  under ``torch.compile`` - instead of cuBLAS, each product compiled on its own;
+* ``reduce, layer compiled``: one decoder layer's products compiled as one graph, inputs shared as
+  in the model (q/k/v and gate/up read the same vector); with ``--extra`` also padded and fused, and
+  with Inductor's ``combo_kernels`` (independent kernels launched as one; static shapes);
+* ``dense, layer compiled`` (``--extra``): the dense layers as the same reductions.
+
+``--per-shape`` also times each distinct factor shape of the first ratio alone (cuBLAS against the
+compiled reduction), with enough copies that nothing stays in L2.
 
 It prints the time per token of all 28 layers' linears, the bytes read and the bandwidth, and the
 speed-up over dense. (The whole model adds ``lm_head``, attention and the element-wise kernels.)
 
     python bench/lowrank_kernels.py                 # GPU: qwen2.5-7b, ratios 0.4 and 0.8
+    python bench/lowrank_kernels.py --ratios 0.4 --extra --per-shape   # every layout (H100: 2.5 min)
     python bench/lowrank_kernels.py --small         # CPU: tiny-llama, plain timing loops
 """
 
@@ -27,6 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -152,30 +161,75 @@ def time_ms(fn: Callable[[], object], device: str, replays: int) -> float:
     return start.elapsed_time(end) / replays
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One layout: ``ratio`` None = dense; ``kernel`` cublas (``F.linear``), reduce (each product
+    compiled alone) or layer (one decoder layer's linears compiled as one graph, as in the model);
+    ``combo``: Inductor's horizontal fusion of independent kernels (``combo_kernels``)."""
+
+    ratio: float | None
+    pad: int = 1
+    fused: bool = False
+    kernel: str = "cublas"
+    combo: bool = False
+
+
+def variants(ratios: list[float], device: str, extra: bool) -> dict[str, Variant]:
+    """The layouts timed: cuBLAS ones everywhere, compiled ones on a GPU (``extra``: more of them)."""
+    table = {"dense": Variant(None)}
+    if device == "cuda" and extra:
+        table["dense, layer compiled"] = Variant(None, kernel="layer")
+    for r in ratios:
+        table |= {
+            f"{r} exact": Variant(r),
+            f"{r} pad 8": Variant(r, pad=8),
+            f"{r} fused": Variant(r, fused=True),
+            f"{r} fused, pad 8": Variant(r, pad=8, fused=True),
+        }
+        if device != "cuda":
+            continue
+        table[f"{r} reduce"] = Variant(r, kernel="reduce")
+        table[f"{r} reduce, layer compiled"] = Variant(r, kernel="layer")
+        if extra:
+            table |= {
+                f"{r} reduce, layer, pad 8": Variant(r, pad=8, kernel="layer"),
+                f"{r} reduce, layer, pad 64": Variant(r, pad=64, kernel="layer"),
+                f"{r} reduce, layer, fused": Variant(r, fused=True, kernel="layer"),
+                f"{r} reduce, layer, fused, pad 64": Variant(r, pad=64, fused=True, kernel="layer"),
+                f"{r} reduce, layer, combo": Variant(r, kernel="layer", combo=True),
+                f"{r} reduce, layer, fused, pad 64, combo": Variant(
+                    r, pad=64, fused=True, kernel="layer", combo=True
+                ),
+            }
+    return table
+
+
+def runner(variant: Variant) -> Callable:
+    """``f(layer, inputs)``: all linears of one layer under ``variant``'s kernel."""
+    options = {"coordinate_descent_tuning": True, "combo_kernels": variant.combo}
+    if variant.kernel == "cublas":
+        return lambda layer, inputs: run_layer(layer, inputs, matvec)
+    if variant.kernel == "reduce":
+        mv = torch.compile(row_matvec, dynamic=False, options=options)
+        return lambda layer, inputs: run_layer(layer, inputs, mv)
+    compiled = torch.compile(run_layer, dynamic=False, options=options)
+    return lambda layer, inputs: compiled(layer, inputs, row_matvec)
+
+
 def measure(args, device: str, record: dict) -> dict:
     shapes, layers = layer_shapes(args.arch)
-    widths = {name: n for name, (_, n) in shapes.items()}
-    inputs = {name: rand(1, n, device=device) for name, n in widths.items()}
+    hidden, inner = shapes["q"][1], shapes["down"][1]
+    x, attn = rand(1, hidden, device=device), rand(1, shapes["o"][1], device=device)
+    act = rand(1, inner, device=device)
+    inputs = {"q": x, "k": x, "v": x, "o": attn, "gate": x, "up": x, "down": act}  # as in the model
     torch._dynamo.config.recompile_limit = 64  # one compilation per factor shape
-    compiled = torch.compile(row_matvec, dynamic=False, options={"coordinate_descent_tuning": True})
-    variants = {"dense": (None, 1, False, matvec)}
-    for ratio in args.ratios:
-        variants |= {
-            f"{ratio} exact": (ratio, 1, False, matvec),
-            f"{ratio} pad 8": (ratio, 8, False, matvec),
-            f"{ratio} pad 64": (ratio, 64, False, matvec),
-            f"{ratio} fused": (ratio, 1, True, matvec),
-            f"{ratio} fused, pad 8": (ratio, 8, True, matvec),
-        }
-        if device == "cuda":
-            variants[f"{ratio} reduce"] = (ratio, 1, False, compiled)
     rows = {}
-    for name, (ratio, pad, fused, mv) in variants.items():
+    for name, v in variants(args.ratios, device, args.extra).items():
+        torch._dynamo.reset()
         try:
-            stack = build(shapes, layers, ratio, pad, fused, device)
-            ms = time_ms(
-                lambda s=stack, f=mv: [run_layer(layer, inputs, f) for layer in s], device, args.replays
-            )
+            stack = build(shapes, layers, v.ratio, v.pad, v.fused, device)
+            run = runner(v)
+            ms = time_ms(lambda s=stack, f=run: [f(layer, inputs) for layer in s], device, args.replays)
             nbytes = weight_bytes(stack)
             rows[name] = {"ms": ms, "bytes": nbytes, "gb_s": nbytes / ms / 1e6}
         except Exception as exc:  # one failing layout (e.g. no Triton) must not hide the others
@@ -185,15 +239,34 @@ def measure(args, device: str, record: dict) -> dict:
         if device == "cuda":
             torch.cuda.empty_cache()
     ranks = {r: {n: rank_for_ratio(r, m, k) for n, (m, k) in shapes.items()} for r in args.ratios}
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return {
-        "device": name,
-        "arch": args.arch,
-        "layers": layers,
-        "shapes": shapes,
-        "ranks": ranks,
-        "rows": rows,
-    }
+    result = {"arch": args.arch, "layers": layers, "shapes": shapes, "ranks": ranks, "rows": rows}
+    if args.per_shape and device == "cuda":
+        result["per_shape"] = per_shape(shapes, args.ratios[0], device, args.replays)
+    return record | result
+
+
+def per_shape(shapes, ratio: float, device: str, replays: int) -> list[dict]:
+    """Each distinct factor shape at ``ratio`` alone (copies enough to overflow L2): µs per product."""
+    factors: dict[tuple[int, int], list[str]] = {}
+    for name, (m, n) in shapes.items():
+        k = rank_for_ratio(ratio, m, n)
+        factors.setdefault((k, n), []).append(f"{name} down")
+        factors.setdefault((m, k), []).append(f"{name} up")
+    compiled = torch.compile(row_matvec, dynamic=False, options={"coordinate_descent_tuning": True})
+    rows = []
+    for (m, n), names in factors.items():
+        copies = max(4, math.ceil(256e6 / (2 * m * n)))
+        weights = [rand(m, n, device=device) for _ in range(copies)]
+        x = rand(1, n, device=device)
+        row = {"shape": [m, n], "factors": names, "bytes": 2 * m * n}
+        for label, mv in (("cublas", matvec), ("reduce", compiled)):
+            ms = time_ms(lambda f=mv, x=x, ws=weights: [f(x, w) for w in ws], device, replays)
+            row[f"{label}_us"] = ms * 1e3 / copies
+            row[f"{label}_gb_s"] = 2 * m * n / (ms / copies) / 1e6
+        print(row, flush=True)
+        rows.append(row)
+        weights = None
+    return rows
 
 
 def main() -> int:
@@ -202,6 +275,10 @@ def main() -> int:
     parser.add_argument("--arch", help="architecture preset (default qwen2.5-7b; small: tiny-llama)")
     parser.add_argument("--ratios", type=float, nargs="+", help="default 0.4 0.8 (small: 0.4)")
     parser.add_argument("--replays", type=int, help="timed repetitions (default 20; small 5)")
+    parser.add_argument(
+        "--extra", action="store_true", help="GPU: also padded, fused and combo compiled layouts"
+    )
+    parser.add_argument("--per-shape", action="store_true", help="GPU: also each factor shape alone")
     args = parser.parse_args()
     args.arch = args.arch or ("tiny-llama" if args.small else "qwen2.5-7b")
     args.ratios = args.ratios or ([0.4] if args.small else [0.4, 0.8])
@@ -209,7 +286,8 @@ def main() -> int:
     started = device_report(args.small)
     if started is None:
         return 2
-    record = measure(args, *started)
+    device, header = started
+    record = measure(args, device, header)
     save("lowrank_kernels", record)
     dense = record["rows"]["dense"].get("ms")
     table = []
@@ -230,6 +308,20 @@ def main() -> int:
     print(f"\n## {title} ({record['device']})\n")
     print(markdown_table(["layout", "ms per token", "weight GB", "GB/s", "× dense"], table))
     print(f"\nranks: {record['ranks']}")
+    if record.get("per_shape"):
+        shape_rows = [
+            [
+                " × ".join(map(str, r["shape"])),
+                ", ".join(r["factors"]),
+                fmt(r["bytes"] / 1e6, 2),
+                f"{fmt(r['cublas_us'], 2)} ({fmt(r['cublas_gb_s'], 0)})",
+                f"{fmt(r['reduce_us'], 2)} ({fmt(r['reduce_gb_s'], 0)})",
+            ]
+            for r in record["per_shape"]
+        ]
+        header = ["factor (out × in)", "factors", "MB", "cuBLAS µs (GB/s)", "reduce µs (GB/s)"]
+        print(f"\n## Each factor shape alone at ratio {args.ratios[0]}\n")
+        print(markdown_table(header, shape_rows))
     return 0
 
 

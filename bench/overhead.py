@@ -2,14 +2,18 @@
 
 Both wrappers share one model object in one process, so the only difference is the monitor:
 synchronized batch timing, the sampler thread, the per-token logits processor and the record.
-The evaluation is a local BBH subset: loglikelihood (leaderboard BBH) and generation (BBH inputs,
-fixed length). After one warm-up of each, pairs alternate their order (hf then perf-hf, then
-perf-hf then hf, ...), so neither wrapper always runs second on a GPU the first one just heated; the
-ratio is taken pair by pair, so drift of the machine's speed cancels, and also as ratios of total and
-of minimum times. Each request kind's seconds (synchronized, around lm-eval's call of the wrapper's
-request method) are kept too: the GPU-bound loglikelihood part and the host-bound eager generation
-part vary differently from run to run. Garbage is collected before every run.
+The evaluation is a local BBH subset: loglikelihood (leaderboard BBH) and, unless
+``--gen-tokens 0``, generation (BBH inputs, fixed length). After one warm-up of each, pairs
+alternate their order (hf then perf-hf, then perf-hf then hf, ...), so neither wrapper always runs
+second on a GPU the first one just heated. The ratio is taken pair by pair, so drift of the
+machine's speed cancels (median, its bootstrap 95 % interval, min-max), and also as ratios of total
+and of minimum times. Each request kind's seconds (synchronized, around lm-eval's call of the
+wrapper's request method) are kept too: the GPU-bound loglikelihood part and the host-bound eager
+generation part vary differently from run to run. Garbage is collected before every run, and the
+full collections Python makes by itself inside a run are counted (``--gc-off`` prevents them, in
+both wrappers).
 
+    python bench/overhead.py --arch qwen2.5-7b --pairs 22 --limit 60 --gen-tokens 0   # GPU, BBH only
     python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
     python bench/overhead.py --small         # CPU: tiny Llama, float32
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -43,12 +48,22 @@ task:
     dataset_kwargs: {{bbh_subset: boolean_expressions}}
   - task: leaderboard_bbh_navigate
     dataset_kwargs: {{bbh_subset: navigate}}
+"""
+GENERATION = """\
   - task: bbh_zeroshot_web_of_lies
     dataset_kwargs: {{bbh_subset: web_of_lies}}
     description: ""
     doc_to_text: "{{{{input}}}}"
     generation_kwargs: {{until: ["Q:"], max_gen_toks: {gen}, do_sample: false}}
 """
+
+
+def median_interval(values: list[float], level: float = 0.95, resamples: int = 10_000) -> tuple[float, float]:
+    """Bootstrap percentile interval of the median of ``values`` (fixed seed: reproducible)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return medians[int(tail * resamples)], medians[int((1 - tail) * resamples) - 1]
 
 
 def build_model(arch: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -83,19 +98,47 @@ def time_kinds(lm, sync) -> dict[str, float]:
     return spent
 
 
-def timed(lm, spent: dict[str, float], tasks, limit: int, sync) -> tuple[dict[str, float], dict]:
-    """One evaluation: its seconds in all and per request kind, and lm-eval's results."""
+class FullCollections:
+    """Counts Python's full (generation 2) garbage collections and their seconds, via ``gc.callbacks``.
+
+    A full collection scans every tracked object (about 0.35 s in these runs) and lands in some
+    evaluations and not in others, so it is reported per run next to the times."""
+
+    def __init__(self):
+        self.count, self.seconds, self._start = 0, 0.0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.count += 1
+            self.seconds += time.perf_counter() - self._start
+
+
+def timed(lm, spent: dict[str, float], tasks, limit: int, sync, collections: FullCollections, gc_off: bool):
+    """One evaluation: its seconds in all, per request kind and in full collections, and lm-eval's results."""
     from lm_eval.evaluator import evaluate
 
     gc.collect()
+    if gc_off:
+        gc.disable()
     spent.update(dict.fromkeys(KINDS, 0.0))
+    count, seconds = collections.count, collections.seconds
     sync()
     start = time.perf_counter()
-    results = evaluate(lm=lm, task_dict=tasks, limit=limit, log_samples=True)
-    if hasattr(lm, "finish_measurement"):
-        lm.finish_measurement()
-    sync()
-    return {"total": time.perf_counter() - start, **spent}, results
+    try:
+        results = evaluate(lm=lm, task_dict=tasks, limit=limit, log_samples=True)
+        if hasattr(lm, "finish_measurement"):
+            lm.finish_measurement()
+        sync()
+    finally:
+        gc.enable()
+    total = time.perf_counter() - start
+    gcs = {"full_collections": collections.count - count, "full_collection_s": collections.seconds - seconds}
+    return {"total": total, **spent, **gcs}, results
 
 
 def responses(results: dict) -> dict:
@@ -109,6 +152,14 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="documents per subtask")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="no automatic garbage collection inside the timed runs (both wrappers; collected before each)",
+    )
+    parser.add_argument(
+        "--gen-tokens", type=int, default=32, help="tokens of the generation subtask; 0 leaves it out"
+    )
     parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "../shared/data/bbh"))
     parser.add_argument("--tokenizer", default=None, help="default: the bundled SmolLM2 tokenizer")
     args = parser.parse_args()
@@ -133,32 +184,38 @@ def main() -> int:
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(arch, device, dtype)
     include = Path(tempfile.mkdtemp(prefix="overhead-tasks-"))
-    (include / "overhead_bbh.yaml").write_text(GROUP.format(gen=32))
+    group = (GROUP + GENERATION if args.gen_tokens else GROUP).format(gen=args.gen_tokens)
+    (include / "overhead_bbh.yaml").write_text(group)
     manager = TaskManager(include_path=str(include), metadata={"bbh_dir": str(Path(args.bbh_dir).resolve())})
     tasks = manager.load(["overhead_bbh"])
     common = dict(pretrained=model, tokenizer=tokenizer, batch_size=batch, device=device)
     lms = {"hf": HFLM(**common), "perf-hf": PerfHFLM(**common, print_summary=False)}
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     spent = {name: time_kinds(lm, sync) for name, lm in lms.items()}
+    collections = FullCollections()
 
     first = {}
     for name, lm in lms.items():  # warm-up, and the outputs must agree
-        first[name] = responses(timed(lm, spent[name], tasks, limit, sync)[1])
+        first[name] = responses(timed(lm, spent[name], tasks, limit, sync, collections, args.gc_off)[1])
     same_outputs = first["hf"] == first["perf-hf"]
     times: dict[str, list[dict[str, float]]] = {"hf": [], "perf-hf": []}
     for pair in range(pairs):
         for name in ["hf", "perf-hf"] if pair % 2 == 0 else ["perf-hf", "hf"]:
-            times[name].append(timed(lms[name], spent[name], tasks, limit, sync)[0])
+            times[name].append(timed(lms[name], spent[name], tasks, limit, sync, collections, args.gc_off)[0])
     parts = ("total", *KINDS)
     summary = {}
     for part in parts:
         hf, perf = [t[part] for t in times["hf"]], [t[part] for t in times["perf-hf"]]
+        if not sum(hf):  # a kind this evaluation does not have (no generation subtask)
+            continue
         ratios = [p / h for p, h in zip(perf, hf)]
+        low, high = median_interval(ratios)
         summary[part] = {
             "hf_median_s": statistics.median(hf),
             "perf_hf_median_s": statistics.median(perf),
             "ratios": ratios,
             "ratio_median": statistics.median(ratios),
+            "ratio_median_95ci": [low, high],
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
             "ratio_of_totals": sum(perf) / sum(hf),
@@ -173,6 +230,9 @@ def main() -> int:
         "limit_per_subtask": limit,
         "batch_size": batch,
         "pairs": pairs,
+        "generated_tokens": args.gen_tokens,
+        "gc_off": args.gc_off,
+        "runs_with_full_collection": {n: sum(t["full_collections"] > 0 for t in times[n]) for n in times},
         "seconds": times,
         "summary": summary,
         "same_outputs": same_outputs,
@@ -181,20 +241,27 @@ def main() -> int:
     save("overhead", out)
     print(
         f"\n## overhead: {out['device']}, {arch} {dtype}, {pairs} alternating pairs, "
-        f"{out['batches_per_run']} batches per run, outputs identical: {same_outputs}\n"
+        f"{out['batches_per_run']} batches per run, outputs identical: {same_outputs}, automatic garbage "
+        f"collection {'off' if args.gc_off else 'on'}; runs with a full collection (hf, perf-hf): "
+        f"{', '.join(str(n) for n in out['runs_with_full_collection'].values())}\n"
     )
-    print("| pair | hf s | perf-hf s | ratio | loglikelihood ratio | generate_until ratio |")
-    print("|---|---|---|---|---|---|")
+    columns = [f"{k} ratio" for k in summary] + ["full GCs hf / perf-hf"]
+    print("| pair | hf s | perf-hf s | " + " | ".join(columns) + " |")
+    print("|---" * (4 + len(summary)) + "|")
     for i, (h, p) in enumerate(zip(times["hf"], times["perf-hf"])):
-        cells = [f"{h['total']:.3f}", f"{p['total']:.3f}"] + [f"{summary[k]['ratios'][i]:.4f}" for k in parts]
+        cells = [f"{h['total']:.3f}", f"{p['total']:.3f}"]
+        cells += [f"{s['ratios'][i]:.4f}" for s in summary.values()]
+        cells.append(f"{h['full_collections']} / {p['full_collections']}")
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
-    header = ["part", "hf median s", "perf-hf median s", "ratio median (min-max)", "Σ perf-hf / Σ hf"]
+    header = ["part", "hf median s", "perf-hf median s", "ratio median (min-max)", "median 95 % CI"]
+    header += ["Σ perf-hf / Σ hf"]
     header += ["min / min", "slower"]
     print("\n| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
     for part, s in summary.items():
         print(
             f"| {part} | {s['hf_median_s']:.3f} | {s['perf_hf_median_s']:.3f} | **{s['ratio_median']:.4f}** "
-            f"({s['ratio_min']:.4f}-{s['ratio_max']:.4f}) | {s['ratio_of_totals']:.4f} | "
+            f"({s['ratio_min']:.4f}-{s['ratio_max']:.4f}) | "
+            f"{s['ratio_median_95ci'][0]:.4f}-{s['ratio_median_95ci'][1]:.4f} | {s['ratio_of_totals']:.4f} | "
             f"{s['ratio_of_minimums']:.4f} | {s['slower_pairs']} of {pairs} |"
         )
     return 0 if same_outputs else 1
