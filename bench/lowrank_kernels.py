@@ -319,9 +319,9 @@ def main() -> int:
             ]
             for r in record["per_shape"]
         ]
-        header = ["factor (out × in)", "factors", "MB", "cuBLAS µs (GB/s)", "reduce µs (GB/s)"]
+        columns = ["factor (out × in)", "factors", "MB", "cuBLAS µs (GB/s)", "reduce µs (GB/s)"]
         print(f"\n## Each factor shape alone at ratio {args.ratios[0]}\n")
-        print(markdown_table(header, shape_rows))
+        print(markdown_table(columns, shape_rows))
     return 0
 
 

@@ -101,8 +101,8 @@ def time_kinds(lm, sync) -> dict[str, float]:
 class FullCollections:
     """Counts Python's full (generation 2) garbage collections and their seconds, via ``gc.callbacks``.
 
-    A full collection scans every tracked object (about 0.35 s in these runs) and lands in some
-    evaluations and not in others, so it is reported per run next to the times."""
+    A full collection scans every tracked object (0.33-0.38 s in this bench's process on a CPU) and
+    lands in some evaluations and not in others, so it is reported per run next to the times."""
 
     def __init__(self):
         self.count, self.seconds, self._start = 0, 0.0, 0.0
