@@ -32,6 +32,7 @@ from lm_eval_perf.models.compress import checkpoints
 from lm_eval_perf.models.compress.svd import DEFAULT_TARGETS, SOLVERS, apply_svd, check_ratio
 from lm_eval_perf.models.precision import PrecisionSpec, resolve_precision
 from lm_eval_perf.models.shape import parameter_count, weight_bytes
+from lm_eval_perf.models.surgery import is_output_projection
 
 MODEL_ARGS = (
     "precision",
@@ -236,7 +237,7 @@ class LoadPlan:
             layers = self.done.get("quant_layers", [])
             precision.update(
                 quantized_layers=len(layers),
-                lm_head_quantized=any(name.rsplit(".", 1)[-1] == "lm_head" for name in layers),
+                lm_head_quantized=any(is_output_projection(name) for name in layers),
                 skipped_layers=self.done.get("quant_skipped", {}),
             )
         precision.update(compute_dtype=dtype, weight_bytes=held, params=params)

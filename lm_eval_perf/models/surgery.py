@@ -12,6 +12,12 @@ from torch import nn
 from lm_eval_perf.errors import UserInputError
 
 
+def is_output_projection(name: str) -> bool:
+    """Whether the module at dotted path ``name`` is the output projection (``lm_head``), which the
+    quantization and compression loaders keep by default."""
+    return name.rsplit(".", 1)[-1] == "lm_head"
+
+
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at dotted path ``name``."""
     parent, _, child = name.rpartition(".")

@@ -38,10 +38,9 @@ import torch
 from torch import nn
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.models.surgery import set_module
+from lm_eval_perf.models.surgery import is_output_projection, set_module
 
 DEFAULT_TARGETS = "*"
-KEPT = ("lm_head",)
 SOLVERS = {
     "exact": "torch.linalg.svd of each weight in float32 (LAPACK on CPU, cuSOLVER on GPU)",
     "gram": "eigendecomposition of the smaller Gram matrix W·Wᵀ or Wᵀ·W in float64 (fast on GPU)",
@@ -108,7 +107,7 @@ def select_targets(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str
     for pattern in patterns:
         hits = {n for n in linears if _matches(pattern, n)}
         if pattern in ("*", "re:.*"):
-            hits = {n for n in hits if n.rsplit(".", 1)[-1] not in KEPT}
+            hits = {n for n in hits if not is_output_projection(n)}
         if not hits:
             example = linears[0] if linears else "none"
             raise UserInputError(

@@ -21,9 +21,7 @@ from torch import nn
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.precision import BACKENDS, PrecisionSpec
 from lm_eval_perf.models.quant.int4 import GroupQuantized, quantize_rtn
-from lm_eval_perf.models.surgery import set_module
-
-SKIPPED = ("lm_head",)  # output projections stay in the compute dtype (as AWQ and torchao do)
+from lm_eval_perf.models.surgery import is_output_projection, set_module
 
 
 def require(package: str, why: str):
@@ -147,7 +145,7 @@ def target_linears(model: nn.Module, include_lm_head: bool = False) -> tuple[lis
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
-        if name.rsplit(".", 1)[-1] in SKIPPED:
+        if is_output_projection(name):  # kept in the compute dtype by default (as AWQ and torchao do)
             if not include_lm_head:
                 continue
             if _tied_to_input(model, module):
