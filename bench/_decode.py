@@ -58,10 +58,16 @@ def free(*objects) -> None:
         torch.cuda.empty_cache()
 
 
+MODES = ("eager", "static", "static-shapes")  # static-shapes: compile_shapes=static
+
+
 def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int) -> dict:
-    """One throughput-task point on ``lm``: decode tok/s, allocator peak memory, J/token, decode path."""
-    lm.generation_backend = mode
+    """One throughput-task point on ``lm`` (``mode``: one of :data:`MODES`): decode tok/s, allocator
+    peak memory, J/token, decode path."""
+    backend = "eager" if mode == "eager" else "static"
+    lm.generation_backend = backend
     options = {
+        "compile_shapes": "static" if mode == "static-shapes" else "dynamic",
         "batch_sizes": [batch],
         "gen_lengths": [new_tokens],
         "prompt_len": prompt,
@@ -74,7 +80,7 @@ def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int
     records = [
         r
         for r in ResultsFile(Path(result["artifacts"]["perf_throughput_jsonl"])).records().values()
-        if r["key"]["backend"] == mode
+        if r["key"]["backend"] == backend
         and r["key"]["batch_size"] == batch
         and r["key"]["new_tokens"] == new_tokens
     ]

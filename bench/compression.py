@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _decode import decode, device_report, free, load
+from _decode import MODES, decode, device_report, free, load
 from _out import save
 
 from lm_eval_perf.models.compress.svd import SOLVERS, _factors, rank_for_ratio, select_targets
@@ -72,15 +72,16 @@ def sweep(args, device: str, report: dict) -> None:
             )
             row["params"] = record["precision"]["params"]
             for batch, mode in zip(args.batches, args.modes):
-                row[f"batch {batch}"] = decode(lm, batch, args.prompt, args.new_tokens, mode, args.repeats)
-                print(ratio, batch, row[f"batch {batch}"], flush=True)
+                column = f"batch {batch} {mode}"
+                row[column] = decode(lm, batch, args.prompt, args.new_tokens, mode, args.repeats)
+                print(ratio, column, row[column], flush=True)
         rows.append(row)
         save("compression", report)
         free(lm)
 
 
 def render(report: dict, args) -> str:
-    batches = [f"batch {b}" for b in args.batches]
+    batches = [f"batch {b} {m}" for b, m in zip(args.batches, args.modes)]
     first = next((r for r in report["sweep"] if not r.get("error")), {})
     header = ["ratio", "params (B)", "weight GiB", "SVD s"]
     for b in batches:
@@ -120,9 +121,8 @@ def render(report: dict, args) -> str:
         ]
         for row in report["solvers"]
     ]
-    modes = ", ".join(f"batch {b} {m}" for b, m in zip(args.batches, args.modes))
     parts = [
-        f"## SVD ratios, {args.arch} bf16, decode ({modes}), {args.new_tokens} new tokens, "
+        f"## SVD ratios, {args.arch} bf16, decode, {args.new_tokens} new tokens, "
         f"solver {args.solver} ({report['device']})",
         "",
         markdown_table(header, rows),
@@ -146,8 +146,9 @@ def main() -> int:
     parser.add_argument(
         "--modes",
         nargs="+",
-        choices=["eager", "static"],
-        help="generate mode per --batches entry (default: static eager; small: eager eager)",
+        choices=MODES,
+        help="generate mode per --batches entry (default: static eager; small: eager eager); "
+        "static-shapes: the static loop compiled with compile_shapes=static",
     )
     parser.add_argument("--solver", choices=list(SOLVERS), default="gram", help="SVD solver of the sweep")
     parser.add_argument("--prompt", type=int, default=32)

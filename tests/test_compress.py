@@ -15,6 +15,7 @@ from lm_eval_perf.cli import main
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.compress.svd import LowRankLinear
 from lm_eval_perf.models.perf_hf import PerfHFLM
+from lm_eval_perf.models.shape import parameter_count, weight_bytes
 from lm_eval_perf.models.sources import load_architecture
 
 TINY = load_architecture("tiny-llama")
@@ -47,22 +48,49 @@ def test_full_rank_factorization_reproduces_base_logits(tiny_model_dir):
     assert torch.allclose(_logits(full), _logits(base), atol=1e-4, rtol=1e-4)
 
 
-def test_compiled_single_token_path_is_a_float32_reduction_with_the_eager_result():
-    layer = LowRankLinear(64, 48, 7, bias=True)
-    graphs = []
+def _compiled_ops(layer: torch.nn.Module, *inputs: torch.Tensor) -> list[set[str]]:
+    """The call targets of the graph Dynamo captures for each input, after checking the compiled
+    output against the eager one."""
+    graphs: list[set[str]] = []
 
     def capture(gm, example_inputs):
         graphs.append({str(n.target) for n in gm.graph.nodes if n.op.startswith("call_")})
         return gm.forward
 
     compiled = torch.compile(layer, backend=capture, fullgraph=True)
-    one, several = torch.randn(1, 1, 64), torch.randn(2, 3, 64)
     with torch.no_grad():
-        assert torch.allclose(compiled(one), layer(one), atol=1e-5, rtol=1e-5)
-        assert torch.allclose(compiled(several), layer(several), atol=1e-5, rtol=1e-5)
+        for x in inputs:
+            assert torch.allclose(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+    return graphs
+
+
+def test_compiled_single_token_path_is_a_float32_reduction_with_the_eager_result():
+    layer = LowRankLinear(64, 48, 7, bias=True)
+    graphs = _compiled_ops(layer, torch.randn(1, 1, 64), torch.randn(2, 3, 64))
     single, batched = graphs[0], graphs[-1]
     assert not any("linear" in t for t in single) and any("sum" in t for t in single)
+    assert any("pad" in t for t in single)  # rank 7 reduces over the aligned width 8
     assert any("linear" in t for t in batched)
+
+
+def test_odd_rank_up_factor_rows_are_aligned_with_zero_padding_counted_in_bytes_not_parameters():
+    layer = LowRankLinear(64, 48, 7, bias=True)
+    with torch.no_grad():
+        layer.up.weight.copy_(torch.randn(48, 7))
+        layer.down.weight.copy_(torch.randn(7, 64))
+    assert layer.up.weight.shape == (48, 7) and layer.up.weight.stride() == (8, 1)
+    assert torch.count_nonzero(layer.up.weight.as_strided((48, 8), (8, 1))[:, 7]) == 0
+    assert parameter_count(layer) == 7 * (64 + 48) + 48
+    assert weight_bytes(layer) == (7 * 64 + (47 * 8 + 7) + 48) * 4  # up spans 47 padded rows + 7
+    dense = LowRankLinear(64, 48, 8, bias=False)
+    assert dense.up.weight.is_contiguous() and weight_bytes(dense) == 8 * (64 + 48) * 4
+
+
+def test_dense_copy_of_a_padded_layer_takes_the_unpadded_compiled_path():
+    layer = LowRankLinear(64, 48, 7, bias=True).to(torch.float64)
+    assert layer.up.weight.is_contiguous()
+    (single,) = _compiled_ops(layer, torch.randn(1, 1, 64, dtype=torch.float64))
+    assert not any("pad" in t for t in single) and any("sum" in t for t in single)
 
 
 def test_ratio_one_is_the_untouched_model(tiny_model_dir):

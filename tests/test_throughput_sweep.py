@@ -177,10 +177,25 @@ def test_static_loop_generates_the_same_tokens_as_eager_greedy(lm, monkeypatch):
     assert check == {"steps": 4, "tokens_match_eager": True}
 
 
+def test_static_compile_shapes_compile_each_point_afresh_and_decode_the_eager_tokens(lm, in_tmp, monkeypatch):
+    monkeypatch.setattr(lm, "generation_backend", "static")
+    compiled = []
+    real_reset = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (compiled.append(1), real_reset()))
+    options = {**FAST, "batch_sizes": [1], "gen_lengths": [6, 7], "static_compile": True}
+    runner.run(lm, {**options, "compile_shapes": "static"})
+    records = _lines(in_tmp)
+    assert len(records) == 2 and len(compiled) == 2
+    for record in records:
+        assert record["status"] == "ok" and record["decode_path"] == "static_loop+compile+static_shapes"
+        assert record["graph_check"] == {"steps": 4, "tokens_match_eager": True}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"batch_size": [1]}, "did you mean 'batch_sizes'"),
+        ({"compile_shapes": "fixed"}, "use one of dynamic, static"),
         ({"gen_lengths": [1]}, "gen_lengths=1 must be >= 2"),
         ({"batch_sizes": [2, 2]}, "repeats a value"),
         ({"prompt_source": "web"}, "use one of text, bbh, random"),

@@ -8,12 +8,17 @@ from lm_eval_perf.monitor.metrics import ModelShape
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:
-    """Bytes of ``tensor`` in memory; quantized tensor subclasses count their inner (packed) tensors."""
+    """Bytes of ``tensor`` in memory: the span from its first to its last element, so the gaps of a
+    padded layout (a low-rank factor's aligned rows) count; quantized tensor subclasses count their
+    inner (packed) tensors."""
     flatten = getattr(type(tensor), "__tensor_flatten__", None)
     if flatten is not None and type(tensor) not in (torch.Tensor, torch.nn.Parameter):
         names, _ = tensor.__tensor_flatten__()
         return sum(_tensor_bytes(getattr(tensor, name)) for name in names)
-    return tensor.numel() * tensor.element_size()
+    if tensor.numel() == 0:
+        return 0
+    span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+    return span * tensor.element_size()
 
 
 def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:

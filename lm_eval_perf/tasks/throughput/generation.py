@@ -10,8 +10,9 @@ each decode step = one token mark -> the next.
   dynamic cache), a :class:`~lm_eval_perf.models.session.TokenTimer` marking every token.
 * ``static`` - :class:`StaticLoop`: a ``transformers.StaticCache``, an eager prefill, then a
   fixed-length greedy decode loop with no stopping criteria and no host sync per token (the argmax
-  stays on the device). On a single GPU the decode step is compiled (``torch.compile``, dynamic
-  shapes, coordinate-descent-tuned kernels, no CUDA graphs of its own) and captured as one
+  stays on the device). On a single GPU the decode step is compiled (``torch.compile``,
+  coordinate-descent-tuned kernels, no CUDA graphs of its own; ``compile_shapes``: dynamic shapes,
+  or static shapes with Inductor's combo kernels, compiled afresh for each point) and captured as one
   ``torch.cuda.CUDAGraph`` that each step replays; the graph advances the cache position itself
   (the cache keeps it in a device tensor). Before it is used, a graphed loop is checked: after one
   iteration the cache must hold ``prompt + new_tokens - 1`` positions, and its first tokens are
@@ -137,12 +138,28 @@ def _decode_step(model, cache, tokens: torch.Tensor, eos: torch.Tensor) -> torch
 
 
 @functools.cache
-def _compiled_decode_step() -> Callable:
-    # dynamic=True: one compilation for batch 1 and one for larger batches, whatever the cache length
-    # (static shapes measured no faster). Coordinate-descent tuning of inductor's Triton kernels (the
-    # fused norms, rotary and residual adds between the GEMVs) costs about 30 s more compilation and
-    # took 7B batch-1 decode on an H100 from 145.7 to 153.9 tok/s (BENCHMARKS.md).
+def _compiled_decode_step(shapes: str) -> Callable:
+    """The compiled decode step for ``compile_shapes``.
+
+    ``dynamic``: one compilation for batch 1 and one for larger batches, whatever the cache length
+    (static shapes alone measured no faster on a dense 7B model). Coordinate-descent tuning of inductor's
+    Triton kernels (the fused norms, rotary and residual adds between the GEMVs) costs about 30 s
+    more compilation and took 7B batch-1 decode on an H100 from 145.7 to 153.9 tok/s (BENCHMARKS.md).
+    ``static``: combo kernels launch a step's independent kernels (e.g. a low-rank model's q, k and
+    v reductions) as one; Inductor forms none under dynamic shapes. On an H100 this took a 7B model
+    at SVD ratio 0.4 from 202.5 to 291.1 tok/s, the dense one from 158.6 to 162.8 (BENCHMARKS.md).
+    """
+    if shapes == "static":
+        options = {"coordinate_descent_tuning": True, "combo_kernels": True}
+        return torch.compile(_decode_step, dynamic=False, options=options)
     return torch.compile(_decode_step, dynamic=True, options={"coordinate_descent_tuning": True})
+
+
+def _loop_label(compiled: bool, graphed: bool, shapes: str) -> str:
+    """The record's ``decode_path`` of a :class:`StaticLoop`: ``static_loop+compile+cudagraph`` etc."""
+    static = compiled and shapes == "static"
+    parts = ["static_loop", "compile" if compiled else "", "static_shapes" if static else ""]
+    return "+".join(p for p in [*parts, "cudagraph" if graphed else ""] if p)
 
 
 class StaticLoop:
@@ -157,6 +174,7 @@ class StaticLoop:
         compiled: bool,
         graphed: bool,
         note: str | None,
+        shapes: str,
     ):
         self.lm = lm
         self.model = lm.model
@@ -164,13 +182,15 @@ class StaticLoop:
         self.prompts = prompts.to(lm.device)
         self.new_tokens = new_tokens
         batch, prompt_len = self.prompts.shape
-        self.path = "static_loop" + ("+compile" if compiled else "") + ("+cudagraph" if graphed else "")
+        self.path = _loop_label(compiled, graphed, shapes)
         self.note = note
         self.cache = transformers.StaticCache(config=self.model.config, max_cache_len=prompt_len + new_tokens)
         self.eos = torch.tensor(_eos_ids(self.model), dtype=torch.long, device=lm.device)
         self.next_ids = torch.zeros((batch, 1), dtype=torch.long, device=lm.device)
         self.tokens = torch.zeros((batch, new_tokens), dtype=torch.long, device=lm.device)
-        step = _compiled_decode_step() if compiled else _decode_step
+        if compiled and shapes == "static":
+            torch._dynamo.reset()  # a compilation per point: never Dynamo's recompile limit (then eager)
+        step = _compiled_decode_step(shapes) if compiled else _decode_step
         self._step = lambda: self.next_ids.copy_(step(self.model, self.cache, self.next_ids, self.eos))
         self._graph: torch.cuda.CUDAGraph | None = None
         self.check = None
@@ -231,7 +251,14 @@ class StaticLoop:
         return _iteration(self.clock, start, marks, marks[-1], self.tokens.clone())
 
 
-def prepare(lm, prompts: torch.Tensor, new_tokens: int, clock: Clock, static_compile: str | bool):
+def prepare(
+    lm,
+    prompts: torch.Tensor,
+    new_tokens: int,
+    clock: Clock,
+    static_compile: str | bool,
+    compile_shapes: str = "dynamic",
+):
     """The generator of one point (an object with ``run() -> Iteration``, ``path``, ``note``, ``check``).
 
     Out-of-memory errors propagate (they are the point's result); other failures of a static path
@@ -253,11 +280,11 @@ def prepare(lm, prompts: torch.Tensor, new_tokens: int, clock: Clock, static_com
         if failures:
             note = "fell back after " + "; ".join(failures)
         try:
-            return StaticLoop(lm, prompts, new_tokens, clock, use_compile, use_graph, note)
+            return StaticLoop(lm, prompts, new_tokens, clock, use_compile, use_graph, note, compile_shapes)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
-            label = "static_loop" + ("+compile" if use_compile else "") + ("+cudagraph" if use_graph else "")
+            label = _loop_label(use_compile, use_graph, compile_shapes)
             failures.append(f"{label} failed with {error_text(exc)}")
         release_memory()
     note = "fell back after " + "; ".join(failures)

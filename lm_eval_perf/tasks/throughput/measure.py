@@ -76,7 +76,7 @@ def measure_point(
     for index in lm.devices:
         torch.cuda.reset_peak_memory_stats(index)
     started = time.perf_counter()
-    generator = prepare(lm, prompts, point.new_tokens, clock, options.static_compile)
+    generator = prepare(lm, prompts, point.new_tokens, clock, options.static_compile, options.compile_shapes)
     prepare_s = time.perf_counter() - started
     checked = 1 if generator.check is not None else 0  # the check already ran one full iteration
     for _ in range(max(0, options.warmup_iterations - checked)):

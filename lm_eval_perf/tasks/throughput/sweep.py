@@ -13,6 +13,9 @@ Options come from the task YAML's ``metadata`` merged with ``--metadata '{...}'`
   ``warmup_iterations`` (1) iterations run first and are not measured.
 * ``static_compile`` (``"auto"``): whether ``generation_backend=static`` compiles its decode step
   with ``torch.compile`` - ``auto`` compiles on a GPU only (compiling on a CPU takes minutes).
+* ``compile_shapes`` (``"dynamic"``): how the decode step is compiled - ``dynamic``: once for all
+  cache lengths; ``static``: afresh for every point (minutes each for a 7B model), with Inductor's
+  combo kernels, which form only under static shapes (see :mod:`.generation`).
 * ``overhead_threshold`` (0.5): a phase running below this fraction of its roofline limit is
   overhead-bound (see :mod:`.bottleneck`).
 * ``profile_point`` (e.g. ``"bs=1,gen=128"``): that point also writes a PyTorch profiler trace.
@@ -37,6 +40,7 @@ from lm_eval_perf.errors import UserInputError
 
 PROMPT_SOURCES = ("text", "bbh", "random")
 STATIC_COMPILE = ("auto", True, False)
+COMPILE_SHAPES = ("dynamic", "static")
 # Options that choose which points run or how they are reported, not how a point is measured:
 # they are left out of the key, so a grown grid or a new profile point reuses finished points.
 NOT_MEASUREMENT = frozenset(
@@ -71,6 +75,7 @@ class SweepOptions:
     min_seconds: float = 3.0
     warmup_iterations: int = 1
     static_compile: str | bool = "auto"
+    compile_shapes: str = "dynamic"
     overhead_threshold: float = 0.5
     profile_point: str | None = None
     max_sweep_seconds: float | None = None
@@ -104,6 +109,7 @@ class SweepOptions:
             min_seconds=_number("min_seconds", values["min_seconds"], minimum=0.0),
             warmup_iterations=_int("warmup_iterations", values["warmup_iterations"], minimum=0),
             static_compile=_choice("static_compile", values["static_compile"], STATIC_COMPILE),
+            compile_shapes=_choice("compile_shapes", values["compile_shapes"], COMPILE_SHAPES),
             overhead_threshold=_number("overhead_threshold", values["overhead_threshold"], minimum=0.0),
             profile_point=None if values["profile_point"] is None else str(values["profile_point"]),
             max_sweep_seconds=(
@@ -146,6 +152,8 @@ class SweepOptions:
         values = {k: v for k, v in asdict(self).items() if k not in NOT_MEASUREMENT}
         if self.prompt_source != "bbh":
             values["bbh_dir"] = None
+        if self.compile_shapes == "dynamic":  # the behaviour before the option: its records stay valid
+            del values["compile_shapes"]
         return values
 
 
