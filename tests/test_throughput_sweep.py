@@ -163,9 +163,9 @@ def test_static_loop_generates_the_same_tokens_as_eager_greedy(lm, monkeypatch):
     try:
         options = SweepOptions.from_mapping({"prompt_len": 12})
         prompts = prompt_ids(lm.tokenizer, lm.model.config.vocab_size, options, batch_size=3)
-        eager = generation.prepare(lm, prompts, 12, Clock(), "auto").run().tokens
+        eager = generation.prepare(lm, prompts, 12, Clock(), "auto", options.compile_shapes).run().tokens
         monkeypatch.setattr(lm, "generation_backend", "static")
-        loop = generation.prepare(lm, prompts, 12, Clock(), "auto")
+        loop = generation.prepare(lm, prompts, 12, Clock(), "auto", options.compile_shapes)
         assert isinstance(loop, generation.StaticLoop)
         static = loop.run().tokens
         check = loop._check()  # what a compiled or graphed loop runs when prepared

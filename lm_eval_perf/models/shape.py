@@ -17,7 +17,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
         return sum(_tensor_bytes(getattr(tensor, name)) for name in names)
     if tensor.numel() == 0:
         return 0
-    span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+    span = 1 + sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
     return span * tensor.element_size()
 
 

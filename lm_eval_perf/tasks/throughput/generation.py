@@ -257,7 +257,7 @@ def prepare(
     new_tokens: int,
     clock: Clock,
     static_compile: str | bool,
-    compile_shapes: str = "dynamic",
+    compile_shapes: str,
 ):
     """The generator of one point (an object with ``run() -> Iteration``, ``path``, ``note``, ``check``).
 
