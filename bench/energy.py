@@ -17,21 +17,11 @@ import sys
 import time
 
 import torch
+from _models import random_model
 from _out import save
 
 from lm_eval_perf.monitor import PerformanceMonitor
 from lm_eval_perf.report.console import fmt
-
-
-def build(arch: str, device: str, dtype: torch.dtype):
-    import transformers
-
-    from lm_eval_perf.models.sources import load_architecture
-
-    config = load_architecture(arch)
-    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    with torch.device(device):
-        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
 def generate_for(model, seconds: float, batch: int, new_tokens: int, device: str) -> int:
@@ -53,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     gpu = torch.cuda.is_available() and not args.small
     device = "cuda" if gpu else "cpu"
-    model = build(
+    model = random_model(
         "deepseek-r1-distill-qwen-1.5b" if gpu else "tiny-llama",
         device,
         torch.bfloat16 if gpu else torch.float32,

@@ -44,11 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
+from _models import random_model
 from _out import save
 from torch import nn
 
-from lm_eval_perf.models.sources import load_architecture
 from lm_eval_perf.report.console import fmt
 from lm_eval_perf.tasks.esd import powerlaw, spectrum
 from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze
@@ -68,14 +67,6 @@ VARIANTS_GPU = {  # name -> (ESD options, torch linear-algebra library)
     "float64, 1 stream, magma": ({"eig_dtype": "float64", "eig_streams": 1}, "magma"),
 }
 VARIANTS_CPU = {k: v for k, v in VARIANTS_GPU.items() if k in (DEFAULT, "float32, 1 stream")}
-
-
-def build(arch: str, device: str) -> nn.Module:
-    config = load_architecture(arch)
-    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    return model.eval()
 
 
 def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -371,7 +362,7 @@ def main() -> None:
     arch = args.arch or ("smollm2-135m" if args.small else "qwen2.5-7b")
 
     started = time.perf_counter()
-    model = build(arch, device)
+    model = random_model(arch, device, torch.bfloat16)
     print(f"built {arch} on {device} in {time.perf_counter() - started:.1f} s", flush=True)
     modules = linear_modules(model)
     record: dict = {

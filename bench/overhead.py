@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from _models import random_model
 from _out import save
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,17 +65,6 @@ def median_interval(values: list[float], level: float = 0.95, resamples: int = 1
     medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
     tail = (1 - level) / 2
     return medians[int(tail * resamples)], medians[int((1 - tail) * resamples) - 1]
-
-
-def build_model(arch: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
-    import transformers
-
-    from lm_eval_perf.models.sources import load_architecture
-
-    config = load_architecture(arch)
-    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    with torch.device(device):
-        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
 def time_kinds(lm, sync) -> dict[str, float]:
@@ -182,7 +172,7 @@ def main() -> int:
 
         args.tokenizer = str(smollm2_hf_dir())
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
-    model = build_model(arch, device, dtype)
+    model = random_model(arch, device, dtype)
     include = Path(tempfile.mkdtemp(prefix="overhead-tasks-"))
     group = (GROUP + GENERATION if args.gen_tokens else GROUP).format(gen=args.gen_tokens)
     (include / "overhead_bbh.yaml").write_text(group)

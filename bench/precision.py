@@ -111,16 +111,13 @@ def _evaluate(pretrained: str, device: str, args, **model_args) -> dict:
 
 def _tiny_checkpoint(folder: Path) -> Path:
     """tiny-llama with random weights and the bundled tokenizer, saved as a HF directory."""
+    import torch
     import transformers
+    from _models import random_model
 
     from lm_eval_perf.models.bundled import smollm2_hf_dir
-    from lm_eval_perf.models.sources import load_architecture
 
-    config = load_architecture("tiny-llama")
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    )
-    model.save_pretrained(folder)
+    random_model("tiny-llama", "cpu", torch.float32).save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(smollm2_hf_dir()).save_pretrained(folder)
     return folder
 

@@ -73,6 +73,32 @@ def test_compiled_single_token_path_is_a_float32_reduction_with_the_eager_result
     assert any("linear" in t for t in batched)
 
 
+def test_compiled_single_token_path_computes_a_normed_input_once_not_per_output_row(monkeypatch):
+    """Inductor (CPU code here) would redo the RMSNorm inside every reduction that reads its output."""
+    from torch._inductor.utils import run_and_get_code
+
+    from lm_eval_perf.models.compress import svd
+
+    torch.manual_seed(0)
+    layers = [LowRankLinear(64, m, r, bias=False) for m, r in ((48, 7), (16, 5), (16, 5))]  # q, k, v
+    gain, h = torch.randn(64), torch.randn(1, 1, 64)
+
+    def block(x):
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * gain
+        return [layer(normed) for layer in layers]
+
+    def norms_in_compiled_code() -> int:
+        torch._dynamo.reset()
+        with torch.no_grad():
+            out, (code,) = run_and_get_code(torch.compile(block, fullgraph=True), h)
+            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out, block(h)))
+        return code.count("std::sqrt(")
+
+    assert norms_in_compiled_code() == 1
+    monkeypatch.setattr(svd, "stored_once", lambda x: x)
+    assert norms_in_compiled_code() > 1
+
+
 def test_odd_rank_up_factor_rows_are_aligned_with_zero_padding_counted_in_bytes_not_parameters():
     layer = LowRankLinear(64, 48, 7, bias=True)
     with torch.no_grad():

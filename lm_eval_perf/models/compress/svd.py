@@ -18,6 +18,10 @@ it reaches on dense layers (H100: 1.36 against 2.33 TB/s). Under ``torch.compile
 task's static decode path), a single input row is therefore multiplied as an element-wise product
 and a float32 sum, which Inductor turns into one bandwidth-bound reduction kernel per factor;
 ``bench/lowrank_kernels.py`` measures the difference. Eager calls and inputs of several rows use ``F.linear``.
+Inductor would inline the element-wise work that produced the input row (the RMSNorm before
+q/k/v and gate/up, ``silu(gate)·up`` before ``down``) into that reduction and redo it for every
+output row; the input is therefore stored once first (:func:`stored_once`), which costs no kernel of
+its own (the kernel that computes it normally writes it).
 An odd rank also misaligns the rows of ``up`` (M × k) and leaves the reduction over k no vector
 width; so ``up.weight`` is a view of zero-filled storage whose row stride is k rounded up to
 :data:`RANK_ALIGN`, and the compiled row path reduces over that padded width (the extra columns
@@ -67,6 +71,14 @@ def row_matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return y.to(x.dtype)
 
 
+def stored_once(x: torch.Tensor) -> torch.Tensor:
+    """``x``, forced into memory under Inductor, so that a reduction reading it per output row loads it
+    instead of recomputing the element-wise ops that made it; ``x`` itself elsewhere (eager, other
+    compiler backends)."""
+    force = getattr(torch.ops.prims, "inductor_force_stride_order", None)  # registered by Inductor
+    return x if force is None else force(x, x.stride())
+
+
 class LowRankLinear(nn.Module):
     """y = up(down(x)): two linear layers of rank ``rank`` in place of one M × N layer."""
 
@@ -89,7 +101,7 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and x.numel() == self.in_features:
-            code = row_matvec(x, self.down.weight)  # one decoded token (see the module doc)
+            code = row_matvec(stored_once(x), self.down.weight)  # one decoded token (module doc)
             up = self._padded_up()
             if up is None:
                 return row_matvec(code, self.up.weight, self.up.bias)

@@ -137,6 +137,10 @@ def _decode_step(model, cache, tokens: torch.Tensor, eos: torch.Tensor) -> torch
     return _greedy(logits, eos)
 
 
+# Inductor options of newer Torch releases (2.11 has both); older ones compile without them.
+STATIC_COMBO_OPTIONS = {"benchmark_combo_kernel": True, "combo_kernel_per_subkernel_blocks": True}
+
+
 @functools.cache
 def _compiled_decode_step(shapes: str) -> Callable:
     """The compiled decode step for ``compile_shapes``.
@@ -148,9 +152,16 @@ def _compiled_decode_step(shapes: str) -> Callable:
     ``static``: combo kernels launch a step's independent kernels (e.g. a low-rank model's q, k and
     v reductions) as one; Inductor forms none under dynamic shapes. On an H100 this took a 7B model
     at SVD ratio 0.4 from 202.5 to 291.1 tok/s, the dense one from 158.6 to 162.8 (BENCHMARKS.md).
+    Each combo is kept only if it times faster than its parts, with block sizes of its own per part
+    (:data:`STATIC_COMBO_OPTIONS`). At SVD ratio 0.4 the kernel that reads the two 46 MB ``up``
+    factors of gate and up took 34 to 58 µs per layer from one compilation to the next; with these
+    options two compilations gave 299.5 and 300.2 tok/s, without them 255.3 and 292.0.
     """
     if shapes == "static":
+        from torch._inductor import config as inductor_config
+
         options = {"coordinate_descent_tuning": True, "combo_kernels": True}
+        options |= {k: v for k, v in STATIC_COMBO_OPTIONS.items() if hasattr(inductor_config, k)}
         return torch.compile(_decode_step, dynamic=False, options=options)
     return torch.compile(_decode_step, dynamic=True, options={"coordinate_descent_tuning": True})
 

@@ -1,0 +1,17 @@
+"""Random-weight models of the architecture presets in ``configs/``, shared by the benches."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_model(arch: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The preset ``arch`` (e.g. ``qwen2.5-7b``) with random weights, built on ``device``, in eval mode."""
+    import transformers
+
+    from lm_eval_perf.models.sources import load_architecture
+
+    config = load_architecture(arch)
+    config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    with torch.device(device):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
