@@ -51,14 +51,12 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     import torch
     import transformers
 
-    from lm_eval_perf.models.sources import load_architecture
+    from lm_eval_perf.models.sources import load_architecture, transformers_config
 
     folder = tmp_path_factory.mktemp("tiny")
-    config = load_architecture("tiny-llama")
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    )
+    config = transformers_config(load_architecture("tiny-llama"))
+    model = transformers.AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
     return folder

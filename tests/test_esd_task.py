@@ -95,14 +95,12 @@ def lora_adapter(tmp_path_factory, smollm2_dir):
     peft = pytest.importorskip("peft")
     import transformers
 
-    from lm_eval_perf.models.sources import load_architecture
+    from lm_eval_perf.models.sources import load_architecture, transformers_config
 
     root = tmp_path_factory.mktemp("lora")
-    config = load_architecture("tiny-llama")
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config), dtype=torch.float32
-    )
+    config = transformers_config(load_architecture("tiny-llama"))
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(root / "base")
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     wrapped = peft.get_peft_model(model, lora)

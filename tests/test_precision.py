@@ -16,7 +16,7 @@ from lm_eval_perf.models.precision import resolve_precision
 from lm_eval_perf.models.quant.int4 import from_awq_tensors, quantize_rtn, to_awq_tensors
 from lm_eval_perf.models.quant.kernels import TinyGemmInt4Linear, quantize_model
 from lm_eval_perf.models.shape import weight_bytes
-from lm_eval_perf.models.sources import load_architecture
+from lm_eval_perf.models.sources import load_architecture, transformers_config
 from lm_eval_perf.report.mcr import mcr_from_results
 from lm_eval_perf.tasks.perplexity_local.data import DEFAULT_TEXT
 
@@ -211,12 +211,9 @@ def test_precision_math_of_rtn_group_quantizer():
 
 
 def _tiny_model(tied: bool) -> torch.nn.Module:
-    config = dict(TINY)
-    config["tie_word_embeddings"] = tied
     torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    )
+    config = transformers_config({**TINY, "tie_word_embeddings": tied})
+    return transformers.AutoModelForCausalLM.from_config(config)
 
 
 def test_quantize_lm_head_packs_an_untied_output_projection_and_keeps_a_tied_one():

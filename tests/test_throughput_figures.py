@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from lm_eval_perf.models.shape import model_shape
-from lm_eval_perf.models.sources import load_architecture
+from lm_eval_perf.models.sources import load_architecture, transformers_config
 from lm_eval_perf.monitor import DevicePeaks
 from lm_eval_perf.tasks.throughput import bottleneck
 from lm_eval_perf.tasks.throughput.figures import point_figures
@@ -17,10 +17,8 @@ from lm_eval_perf.tasks.throughput.sweep import Point
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    config = load_architecture("tiny-llama")
-    return transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(config.pop("model_type"), **config), dtype=torch.float32
-    )
+    config = transformers_config(load_architecture("tiny-llama"))
+    return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def test_tiny_llama_shape_matches_its_config_by_hand(tiny_model):

@@ -186,8 +186,7 @@ class PerfHFLM(HFLM):
 
     def _get_config(self, pretrained: str, **kwargs) -> None:
         if self.source is not None and self.source.random_weights:
-            config = dict(self.source.arch_config)  # type: ignore[arg-type]
-            self._config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+            self._config = sources.transformers_config(self.source.arch_config)  # type: ignore[arg-type]
         else:
             try:
                 super()._get_config(pretrained, **kwargs)

@@ -64,6 +64,14 @@ def load_architecture(spec: str) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
+def transformers_config(arch_config: dict):
+    """The ``transformers`` config of an architecture dict (:func:`load_architecture`'s; not modified)."""
+    import transformers
+
+    values = dict(arch_config)
+    return transformers.AutoConfig.for_model(values.pop("model_type"), **values)
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.endswith((".gguf", ".json", ".safetensors"))
 
