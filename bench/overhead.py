@@ -11,7 +11,8 @@ and of minimum times. Each request kind's seconds (synchronized, around lm-eval'
 wrapper's request method) are kept too: the GPU-bound loglikelihood part and the host-bound eager
 generation part vary differently from run to run. Garbage is collected before every run, and the
 full collections Python makes by itself inside a run are counted (``--gc-off`` prevents them, in
-both wrappers).
+both wrappers). The seconds perf-hf spends inside the monitor's own calls are added up per run, so
+the measured cost splits into the monitor itself and everything else.
 
     python bench/overhead.py --arch qwen2.5-7b --pairs 22 --limit 60 --gen-tokens 0   # GPU, BBH only
     python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
@@ -108,7 +109,46 @@ class FullCollections:
             self.seconds += time.perf_counter() - self._start
 
 
-def timed(lm, spent: dict[str, float], tasks, limit: int, sync, collections: FullCollections, gc_off: bool):
+class MonitorTime:
+    """Seconds the process spends inside the monitor's own calls on the evaluating thread.
+
+    Wraps the :class:`PerformanceMonitor` entry points (enter/exit, window edges, summary) and adds
+    up their wall time, the outermost call only (``__enter__`` opens a window itself). What a
+    perf-hf run costs beyond this is elsewhere: batch synchronization, hooks, the sampler thread."""
+
+    METHODS = ("__enter__", "__exit__", "begin_window", "end_window", "summary")
+
+    def __init__(self):
+        from lm_eval_perf.monitor import PerformanceMonitor
+
+        self.seconds, self._depth = 0.0, 0
+        for name in self.METHODS:
+            setattr(PerformanceMonitor, name, self._timed(getattr(PerformanceMonitor, name)))
+
+    def _timed(self, method):
+        def call(*args, **kwargs):
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += time.perf_counter() - start
+
+        return call
+
+
+def timed(
+    lm,
+    spent: dict[str, float],
+    tasks,
+    limit: int,
+    sync,
+    collections: FullCollections,
+    gc_off: bool,
+    monitor: MonitorTime,
+):
     """One evaluation: its seconds in all, per request kind and in full collections, and lm-eval's results."""
     from lm_eval.evaluator import evaluate
 
@@ -116,7 +156,7 @@ def timed(lm, spent: dict[str, float], tasks, limit: int, sync, collections: Ful
     if gc_off:
         gc.disable()
     spent.update(dict.fromkeys(KINDS, 0.0))
-    count, seconds = collections.count, collections.seconds
+    count, seconds, in_monitor = collections.count, collections.seconds, monitor.seconds
     sync()
     start = time.perf_counter()
     try:
@@ -128,7 +168,7 @@ def timed(lm, spent: dict[str, float], tasks, limit: int, sync, collections: Ful
         gc.enable()
     total = time.perf_counter() - start
     gcs = {"full_collections": collections.count - count, "full_collection_s": collections.seconds - seconds}
-    return {"total": total, **spent, **gcs}, results
+    return {"total": total, **spent, **gcs, "monitor_s": monitor.seconds - in_monitor}, results
 
 
 def responses(results: dict) -> dict:
@@ -183,15 +223,19 @@ def main() -> int:
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     spent = {name: time_kinds(lm, sync) for name, lm in lms.items()}
     collections = FullCollections()
+    monitor = MonitorTime()
+
+    def run(name: str):
+        return timed(lms[name], spent[name], tasks, limit, sync, collections, args.gc_off, monitor)
 
     first = {}
-    for name, lm in lms.items():  # warm-up, and the outputs must agree
-        first[name] = responses(timed(lm, spent[name], tasks, limit, sync, collections, args.gc_off)[1])
+    for name in lms:  # warm-up, and the outputs must agree
+        first[name] = responses(run(name)[1])
     same_outputs = first["hf"] == first["perf-hf"]
     times: dict[str, list[dict[str, float]]] = {"hf": [], "perf-hf": []}
     for pair in range(pairs):
         for name in ["hf", "perf-hf"] if pair % 2 == 0 else ["perf-hf", "hf"]:
-            times[name].append(timed(lms[name], spent[name], tasks, limit, sync, collections, args.gc_off)[0])
+            times[name].append(run(name)[0])
     parts = ("total", *KINDS)
     summary = {}
     for part in parts:
@@ -212,6 +256,14 @@ def main() -> int:
             "ratio_of_minimums": min(perf) / min(hf),
             "slower_pairs": sum(r > 1 for r in ratios),
         }
+    in_monitor = [t["monitor_s"] for t in times["perf-hf"]]
+    without = [(p["total"] - p["monitor_s"]) / h["total"] for p, h in zip(times["perf-hf"], times["hf"])]
+    summary["monitor"] = {
+        "perf_hf_median_s": statistics.median(in_monitor),
+        "perf_hf_max_s": max(in_monitor),
+        "total_ratio_without_it_median": statistics.median(without),
+        "total_ratio_without_it_95ci": list(median_interval(without)),
+    }
     record = lms["perf-hf"].efficiency or {}
     out = {
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
@@ -235,25 +287,35 @@ def main() -> int:
         f"collection {'off' if args.gc_off else 'on'}; runs with a full collection (hf, perf-hf): "
         f"{', '.join(str(n) for n in out['runs_with_full_collection'].values())}\n"
     )
-    columns = [f"{k} ratio" for k in summary] + ["full GCs hf / perf-hf"]
+    parts = [k for k in summary if k != "monitor"]
+    columns = [f"{k} ratio" for k in parts] + ["perf-hf in monitor ms", "full GCs hf / perf-hf"]
     print("| pair | hf s | perf-hf s | " + " | ".join(columns) + " |")
-    print("|---" * (4 + len(summary)) + "|")
+    print("|---" * (4 + len(columns) - 1) + "|")
     for i, (h, p) in enumerate(zip(times["hf"], times["perf-hf"])):
         cells = [f"{h['total']:.3f}", f"{p['total']:.3f}"]
-        cells += [f"{s['ratios'][i]:.4f}" for s in summary.values()]
+        cells += [f"{summary[k]['ratios'][i]:.4f}" for k in parts]
+        cells.append(f"{p['monitor_s'] * 1e3:.1f}")
         cells.append(f"{h['full_collections']} / {p['full_collections']}")
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
     header = ["part", "hf median s", "perf-hf median s", "ratio median (min-max)", "median 95 % CI"]
     header += ["Σ perf-hf / Σ hf"]
     header += ["min / min", "slower"]
     print("\n| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
-    for part, s in summary.items():
+    for part in parts:
+        s = summary[part]
         print(
             f"| {part} | {s['hf_median_s']:.3f} | {s['perf_hf_median_s']:.3f} | **{s['ratio_median']:.4f}** "
             f"({s['ratio_min']:.4f}-{s['ratio_max']:.4f}) | "
             f"{s['ratio_median_95ci'][0]:.4f}-{s['ratio_median_95ci'][1]:.4f} | {s['ratio_of_totals']:.4f} | "
             f"{s['ratio_of_minimums']:.4f} | {s['slower_pairs']} of {pairs} |"
         )
+    m = summary["monitor"]
+    print(
+        f"\nperf-hf inside the monitor's calls: median {m['perf_hf_median_s'] * 1e3:.1f} ms, max "
+        f"{m['perf_hf_max_s'] * 1e3:.1f} ms per run; total ratio with that time taken out: median "
+        f"{m['total_ratio_without_it_median']:.4f} (95 % CI {m['total_ratio_without_it_95ci'][0]:.4f}-"
+        f"{m['total_ratio_without_it_95ci'][1]:.4f})"
+    )
     return 0 if same_outputs else 1
 
 

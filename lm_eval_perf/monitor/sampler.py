@@ -56,8 +56,9 @@ class Sampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread after one last background-style sample (no energy: no window ends here)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.sample_now()
+        self.sample_now(energy=False)
