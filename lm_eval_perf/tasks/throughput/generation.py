@@ -150,8 +150,9 @@ def _compiled_decode_step(shapes: str) -> Callable:
     Triton kernels (the fused norms, rotary and residual adds between the GEMVs) costs about 30 s
     more compilation and took 7B batch-1 decode on an H100 from 145.7 to 153.9 tok/s (BENCHMARKS.md).
     ``static``: combo kernels launch a step's independent kernels (e.g. a low-rank model's q, k and
-    v reductions) as one; Inductor forms none under dynamic shapes. On an H100 this took a 7B model
-    at SVD ratio 0.4 from 202.5 to 291.1 tok/s, the dense one from 158.6 to 162.8 (BENCHMARKS.md).
+    v reductions) as one; Inductor forms none under dynamic shapes. On an H100, a 7B model at SVD
+    ratio 0.4 decoded 1.59x as fast as the dense one with dynamic shapes (254.0 against 159.6 tok/s)
+    and 1.79x with static shapes (297.7 against 166.5), each pair from one run (BENCHMARKS.md).
     Each combo is kept only if it times faster than its parts, with block sizes of its own per part
     (:data:`STATIC_COMBO_OPTIONS`). At SVD ratio 0.4 the kernel that reads the two 46 MB ``up``
     factors of gate and up took 34 to 58 µs per layer from one compilation to the next; with these
