@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -184,11 +185,14 @@ class LinearEnergyGpu:
         self.power_w = power_w
         self.unavailable: dict[str, str] = {}
         self.t0 = time.perf_counter()
+        self.counter_threads: list[str] = []  # the thread of every counter read
 
     def open(self):
         return [GpuInfo(0, "fake"), GpuInfo(1, "fake")]
 
     def read(self, energy: bool = True):
+        if energy:
+            self.counter_threads.append(threading.current_thread().name)
         e = self.power_w * (time.perf_counter() - self.t0) if energy else None
         return (
             gpu(0, 40 * GIB, 80 * GIB, 75.0, self.power_w, e),
@@ -215,21 +219,89 @@ def test_monitor_with_a_known_source_reports_exact_constants_through_the_sampler
     assert m.energy_integrated_j == pytest.approx(500.0 * m.duration_s, rel=1e-9)
 
 
-def test_the_energy_counter_is_read_at_window_edges_only_not_by_the_background_thread():
-    with (
-        PerformanceMonitor(interval_s=0.01, gpu_source=LinearEnergyGpu(250.0)) as monitor,
-        monitor.window("work"),
-    ):
-        time.sleep(0.15)  # a window under the counter's 0.1 s update period integrates power instead
-        deadline = time.perf_counter() + 10.0
-        while len(monitor.timeline) < 12 and time.perf_counter() < deadline:
-            time.sleep(0.01)
+def test_the_energy_counter_is_read_for_window_edges_only_and_never_on_the_callers_thread():
+    source = LinearEnergyGpu(250.0)
+    with PerformanceMonitor(interval_s=0.01, gpu_source=source) as monitor:
+        time.sleep(0.05)
+        with monitor.window("work"):
+            time.sleep(0.15)  # a window under the counter's 0.1 s update period integrates power instead
+            deadline = time.perf_counter() + 10.0
+            while len(monitor.timeline) < 12 and time.perf_counter() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.05)
     with_counter = [s for s in monitor.timeline if s.gpus[0].energy_j is not None]
-    # edges: "total" opens, "work" opens and closes, "total" closes (the sampler's final sample: no)
-    assert len(with_counter) == 4
+    # four edges, 50 ms apart or more: "total" opens, "work" opens and closes, "total" closes; the
+    # sampler's last sample has no counter (no window ends there)
+    assert len(with_counter) == len(source.counter_threads) == 4
+    assert set(source.counter_threads) == {"lm-eval-perf-sampler"}
     assert len(monitor.timeline) - len(with_counter) >= 10
     m = monitor.measurement("work")
     assert m is not None and m.energy_source == "nvml_energy_counter" and m.energy_j > 0
+    assert (m.start_s, m.end_s) == (with_counter[1].t_s, with_counter[2].t_s)
+
+
+class GatedGpu(LinearEnergyGpu):
+    """The first counter read waits until the test opens the gate."""
+
+    def __init__(self, power_w: float):
+        super().__init__(power_w)
+        self.reading, self.gate = threading.Event(), threading.Event()
+
+    def read(self, energy: bool = True):
+        if energy and not self.gate.is_set():
+            self.reading.set()
+            self.gate.wait(10.0)
+        return super().read(energy)
+
+
+def test_edges_asked_for_during_one_read_share_the_next_read():
+    from lm_eval_perf.monitor.sampler import Sampler
+
+    source = GatedGpu(100.0)
+    sampler = Sampler(source, None, interval_s=10.0)
+    sampler.start()
+    first = sampler.edge()
+    assert source.reading.wait(10.0)  # the sampler thread is inside the first edge's read
+    second, third = sampler.edge(), sampler.edge()
+    source.gate.set()
+    a, b, c = first.sample(), second.sample(), third.sample()
+    sampler.stop()
+    assert a is not b and b is c
+    assert source.counter_threads == ["lm-eval-perf-sampler"] * 2
+    assert sampler.timeline[-1].gpus[0].energy_j is None  # the last sample, taken at stop()
+
+
+def test_stopping_reads_the_edges_asked_for_while_the_last_edge_was_read():
+    from lm_eval_perf.monitor.sampler import Sampler
+
+    source = GatedGpu(100.0)
+    sampler = Sampler(source, None, interval_s=10.0)
+    sampler.start()
+    first = sampler.edge()
+    assert source.reading.wait(10.0)
+    last = sampler.edge()  # as in __exit__: the last edge, then stop() while the first is still read
+    threading.Timer(0.2, source.gate.set).start()
+    sampler.stop()
+    assert first.ready and last.ready
+    assert last.sample() is not first.sample() and last.sample().gpus[0].energy_j is not None
+
+
+class FailingGpu(LinearEnergyGpu):
+    def read(self, energy: bool = True):
+        if energy:
+            raise OSError("device lost")
+        return super().read(energy)
+
+
+def test_a_source_that_fails_in_the_sampler_thread_fails_the_edge_that_waits_for_it():
+    from lm_eval_perf.monitor.sampler import Sampler
+
+    sampler = Sampler(FailingGpu(1.0), None, interval_s=10.0)
+    sampler.start()
+    edge = sampler.edge()
+    with pytest.raises(RuntimeError, match="the sampler thread failed: device lost"):
+        edge.sample()
+    sampler.stop()
 
 
 def test_without_a_gpu_gpu_metrics_are_null_with_a_reason_and_nothing_crashes():

@@ -10,7 +10,9 @@
 
 The constructor only stores configuration; devices are opened and the sampler thread started in
 ``__enter__``. Data flows one way: sources -> sampler timeline -> windows (``Measurement``) and timed
-batches (``BatchRecord``) -> :meth:`summary`.
+batches (``BatchRecord``) -> :meth:`summary`. Window edges cost the caller one device sync: the
+sampler thread reads the edge (energy counters included), and a window's :class:`Measurement` is
+computed when it is first asked for (:meth:`measurement`, :meth:`summary`).
 """
 
 from __future__ import annotations
@@ -19,19 +21,29 @@ import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import Clock, clock_for
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
 from lm_eval_perf.monitor.requests import BatchRecord, summarize
-from lm_eval_perf.monitor.sampler import Sampler
+from lm_eval_perf.monitor.sampler import Edge, Sampler
 from lm_eval_perf.monitor.sources import GpuInfo, GpuSource, HostSource, NoGpuSource, NvmlSource, Sample
 from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement, measure, merge
 
 SCHEMA = "lm-eval-perf/efficiency/1"
 TOTAL = "total"
+
+
+@dataclass
+class _Closed:
+    """A closed window: its two edges, and its :class:`Measurement` once computed."""
+
+    first: Edge
+    last: Edge
+    measured: Measurement | None = None
 
 
 class PerformanceMonitor:
@@ -72,8 +84,8 @@ class PerformanceMonitor:
         self._host_source = host_source
         self._sampler: Sampler | None = None
         self._gpu_infos: list[GpuInfo] = []
-        self._open: dict[str, Sample] = {}
-        self._windows: dict[str, list[Measurement]] = defaultdict(list)
+        self._open: dict[str, Edge] = {}
+        self._windows: dict[str, list[_Closed]] = defaultdict(list)
         self._batches: dict[str, list[BatchRecord]] = defaultdict(list)
         self._torch_peaks: dict[str, float] | None = None
         self._started = ""
@@ -118,11 +130,11 @@ class PerformanceMonitor:
 
     # -- windows ---------------------------------------------------------------------------------
 
-    def _edge(self) -> Sample:
+    def _edge(self) -> Edge:
         if self._sampler is None:
             raise RuntimeError("use the monitor inside `with PerformanceMonitor(...) as monitor:`")
         self.clock.sync()
-        return self._sampler.sample_now()
+        return self._sampler.edge()
 
     def begin_window(self, name: str) -> None:
         """Open window ``name`` (windows of different names may overlap)."""
@@ -130,16 +142,12 @@ class PerformanceMonitor:
             raise ValueError(f"window {name!r} is already open")
         self._open[name] = self._edge()
 
-    def end_window(self, name: str) -> Measurement:
-        """Close window ``name`` and return what was measured in it."""
+    def end_window(self, name: str) -> None:
+        """Close window ``name``; :meth:`measurement` gives what was measured in it."""
         if name not in self._open:
             raise ValueError(f"window {name!r} is not open")
         last = self._edge()
-        first = self._open.pop(name)
-        assert self._sampler is not None
-        result = measure(name, self._sampler.timeline, first, last, self._unavailable())
-        self._windows[name].append(result)
-        return result
+        self._windows[name].append(_Closed(self._open.pop(name), last))
 
     @contextlib.contextmanager
     def window(self, name: str) -> Iterator[None]:
@@ -152,8 +160,15 @@ class PerformanceMonitor:
 
     def measurement(self, name: str) -> Measurement | None:
         """All closed windows called ``name`` merged into one, or ``None`` if there were none."""
-        parts = self._windows.get(name)
-        return merge(name, parts) if parts else None
+        closed = self._windows.get(name)
+        if not closed:
+            return None
+        assert self._sampler is not None
+        edges = [(w, w.first.sample(), w.last.sample()) for w in closed if w.measured is None]
+        timeline = list(self._sampler.timeline)  # it holds every edge sample now
+        for window, first, last in edges:
+            window.measured = measure(name, timeline, first, last, self._unavailable())
+        return merge(name, [window.measured for window in closed if window.measured is not None])
 
     # -- batches ---------------------------------------------------------------------------------
 

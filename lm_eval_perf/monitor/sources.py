@@ -1,9 +1,9 @@
 """Where samples come from: NVML for GPUs, psutil and RAPL for the host.
 
 A source is opened once (device discovery happens there, not in a constructor), read many times by
-the sampler thread and at window edges, and closed. Every reading is a plain frozen dataclass. A
-quantity a device cannot report is ``None``; the source says why in ``unavailable`` (metric name ->
-reason), so that no missing value is ever mistaken for a zero.
+the sampler thread (background samples and window edges), and closed. Every reading is a plain
+frozen dataclass. A quantity a device cannot report is ``None``; the source says why in
+``unavailable`` (metric name -> reason), so that no missing value is ever mistaken for a zero.
 """
 
 from __future__ import annotations
@@ -128,6 +128,40 @@ def _nvml():
     return pynvml
 
 
+def _try(pynvml, fn, *args):
+    """``fn(*args)``, or ``None`` where NVML reports an error (a quantity this GPU does not have)."""
+    try:
+        return fn(*args)
+    except pynvml.NVMLError:
+        return None
+
+
+_DESCRIPTIONS: dict[tuple[int, str | None], GpuInfo] = {}
+
+
+def _describe(pynvml, index: int, uuid: str | None, handle) -> GpuInfo:
+    """The static facts of one GPU, read once per process (about 2.2 ms of NVML calls on an H100)."""
+    key = (index, uuid)
+    if key not in _DESCRIPTIONS:
+        memory = _try(pynvml, pynvml.nvmlDeviceGetMemoryInfo, handle)
+        limit = _try(pynvml, pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        cuda = _try(pynvml, pynvml.nvmlSystemGetCudaDriverVersion)
+        clock = functools.partial(_try, pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle)
+        _DESCRIPTIONS[key] = GpuInfo(
+            index=index,
+            name=str(_try(pynvml, pynvml.nvmlDeviceGetName, handle)),
+            uuid=_try(pynvml, pynvml.nvmlDeviceGetUUID, handle),
+            pci_bus_id=getattr(_try(pynvml, pynvml.nvmlDeviceGetPciInfo, handle), "busId", None),
+            memory_total_bytes=None if memory is None else int(memory.total),
+            power_limit_w=None if limit is None else limit / 1000.0,
+            max_sm_clock_mhz=clock(pynvml.NVML_CLOCK_SM),
+            max_memory_clock_mhz=clock(pynvml.NVML_CLOCK_MEM),
+            driver_version=_try(pynvml, pynvml.nvmlSystemGetDriverVersion),
+            cuda_driver_version=None if cuda is None else f"{cuda // 1000}.{(cuda % 1000) // 10}",
+        )
+    return _DESCRIPTIONS[key]
+
+
 class NvmlSource:
     """Polls GPUs through NVML (``nvidia-ml-py``).
 
@@ -175,34 +209,13 @@ class NvmlSource:
                 self.unavailable[f"gpu{index}"] = f"NVML has no handle for cuda:{index}: {exc}"
                 continue
             self._handles.append((index, handle))
-            infos.append(self._describe(index, handle))
+            infos.append(_describe(pynvml, index, uuid, handle))
         if not self._handles:
             self.unavailable["gpu"] = "NVML could not open any of the process's CUDA devices"
         return infos
 
     def _call(self, fn, *args):
-        try:
-            return fn(*args)
-        except self._nvml.NVMLError:
-            return None
-
-    def _describe(self, index: int, handle) -> GpuInfo:
-        n = self._nvml
-        memory = self._call(n.nvmlDeviceGetMemoryInfo, handle)
-        limit = self._call(n.nvmlDeviceGetEnforcedPowerLimit, handle)
-        cuda = self._call(n.nvmlSystemGetCudaDriverVersion)
-        return GpuInfo(
-            index=index,
-            name=str(self._call(n.nvmlDeviceGetName, handle)),
-            uuid=self._call(n.nvmlDeviceGetUUID, handle),
-            pci_bus_id=getattr(self._call(n.nvmlDeviceGetPciInfo, handle), "busId", None),
-            memory_total_bytes=None if memory is None else int(memory.total),
-            power_limit_w=None if limit is None else limit / 1000.0,
-            max_sm_clock_mhz=self._call(n.nvmlDeviceGetMaxClockInfo, handle, n.NVML_CLOCK_SM),
-            max_memory_clock_mhz=self._call(n.nvmlDeviceGetMaxClockInfo, handle, n.NVML_CLOCK_MEM),
-            driver_version=self._call(n.nvmlSystemGetDriverVersion),
-            cuda_driver_version=None if cuda is None else f"{cuda // 1000}.{(cuda % 1000) // 10}",
-        )
+        return _try(self._nvml, fn, *args)
 
     def _process_memory(self, handle) -> int | None:
         if not self._process_memory_ok:

@@ -1,7 +1,9 @@
 """Named windows (zeus-style) and what was measured in them.
 
-A window is [t0, t1] on the sampler's timeline; its :class:`Measurement` holds the device and host
-quantities over that span. Definitions (T = t1 - t0, per GPU, then summed or averaged as stated):
+A window is [t0, t1] on the sampler's timeline, t0 and t1 being the time stamps of its two edge
+samples (the sampler thread reads an edge within milliseconds of the call that asks for it); its
+:class:`Measurement` holds the device and host quantities over that span. Definitions
+(T = t1 - t0, per GPU, then summed or averaged as stated):
 
 * ``amu`` (average memory utilization, fraction 0..1) = (1/T) ∫ memory_used(t) / memory_total dt,
   averaged over the GPUs. ``memory_used`` is NVML's device memory in use (all processes).

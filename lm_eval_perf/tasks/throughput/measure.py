@@ -90,7 +90,9 @@ def measure_point(
         while len(iterations) < options.min_iterations or time.perf_counter() - began < options.min_seconds:
             iterations.append(generator.run())
     finally:
-        window = monitor.end_window(name)
+        monitor.end_window(name)
+    window = monitor.measurement(name)
+    assert window is not None
 
     figures, unavailable = point_figures(
         point, options.prompt_len, iterations, lm.shape, lm.peaks, options.overhead_threshold
