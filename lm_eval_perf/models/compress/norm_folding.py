@@ -22,14 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lm_eval_perf.models.compress.svd import LowRankLinear, stored_once
+from lm_eval_perf.models.compress.svd import LowRankLinear, single_compiled_row, stored_once
+from lm_eval_perf.models.surgery import NORM_READERS
 
 # model_type -> {norm attribute of a decoder layer: the projections that alone read its output}
-_LLAMA_LIKE = {
-    "input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
-}
-FEEDS = {family: _LLAMA_LIKE for family in ("llama", "mistral", "qwen2", "qwen3")}
+FEEDS = {family: NORM_READERS for family in ("llama", "mistral", "qwen2", "qwen3")}
 
 
 @dataclass(eq=False)
@@ -48,14 +45,10 @@ class FoldedNorm:
         return stored_once((dot * torch.rsqrt(square / hidden.shape[-1] + self.eps)).to(hidden.dtype))
 
 
-def _single_compiled_row(hidden: torch.Tensor) -> bool:
-    return torch.compiler.is_compiling() and hidden.numel() == hidden.shape[-1]
-
-
 def _pass_through_when_folded(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
     """Forward hook of a folded norm: its input, for one compiled row (the consumers normalize)."""
     hidden = args[0]
-    return hidden if _single_compiled_row(hidden) else None
+    return hidden if single_compiled_row(hidden) else None
 
 
 def _rms_norm(norm: nn.Module, hidden: torch.Tensor, eps: float) -> torch.Tensor:
