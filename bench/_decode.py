@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lm_eval_perf.tasks.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput import runner
 from lm_eval_perf.tasks.throughput.store import ResultsFile
 
@@ -79,7 +80,7 @@ def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int
     result = runner.run(lm, options)
     records = [
         r
-        for r in ResultsFile(Path(result["artifacts"]["perf_throughput_jsonl"])).records().values()
+        for r in ResultsFile(Path(result["artifacts"][THROUGHPUT.key])).records().values()
         if r["key"]["backend"] == backend
         and r["key"]["batch_size"] == batch
         and r["key"]["new_tokens"] == new_tokens

@@ -42,6 +42,7 @@ from _out import save
 
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.tasks.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput import runner
 from lm_eval_perf.tasks.throughput.oom import release_memory
 from lm_eval_perf.tasks.throughput.store import ResultsFile
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         release_memory()
     elapsed = time.perf_counter() - started
 
-    results = ResultsFile(artifacts / runner.RESULTS_NAME)
+    results = ResultsFile(artifacts / THROUGHPUT.filename)
     per_model = {name: _records(results, name, grid) for name in models}
     device = next(iter(models.values()))[0]
     print(f"\n## perf_throughput bench ({device.device}; peaks: {device.source})\n")

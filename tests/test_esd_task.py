@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import runner
 from lm_eval_perf.tasks.esd.estimator import COLUMNS
 
@@ -59,7 +60,7 @@ def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     [results_json] = tmp_path.glob("*/results_*.json")
     results = json.loads(results_json.read_text())
-    layers_csv = Path(results["config"]["lm_eval_perf_artifacts"]["esd_layers_csv"])
+    layers_csv = Path(results["config"]["lm_eval_perf_artifacts"][ESD_LAYERS.key])
     assert layers_csv.parent == results_json.parent and layers_csv.name.startswith("esd_layers_")
     rows = _read_csv(layers_csv)
     assert len(rows) >= 200
@@ -135,7 +136,7 @@ def test_a_lora_adapter_is_merged_and_reported_as_adapter(lora_adapter):
     assert hasattr(lm.model, "merge_and_unload")  # refused before anything was merged
 
     result = runner.run(lm, {"merge_device": "cpu"})
-    layers_csv = Path(result["artifacts"]["esd_layers_csv"])
+    layers_csv = Path(result["artifacts"][ESD_LAYERS.key])
     assert layers_csv.parent == root / "out"
     rows = {r["longname"]: r for r in _read_csv(layers_csv)}
     assert not any("lora" in name for name in rows)  # merged: no separate LoRA matrices left
@@ -148,7 +149,7 @@ def test_a_lora_adapter_is_merged_and_reported_as_adapter(lora_adapter):
 
     # batch_eval names the model itself; a second run finds the adapter already merged
     second = runner.run(lm, {"model_id": "org/adapter-7", "source_model": "org/base"})
-    again = _read_csv(Path(second["artifacts"]["esd_layers_csv"]))
+    again = _read_csv(Path(second["artifacts"][ESD_LAYERS.key]))
     assert {(r["model_id"], r["source_model"], r["is_adapter"]) for r in again} == {
         ("org/adapter-7", "org/base", "True")
     }

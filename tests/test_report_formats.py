@@ -7,17 +7,9 @@ import subprocess
 
 import pytest
 
-from lm_eval_perf.report import esd, throughput
 from lm_eval_perf.report.plots.accuracy import pareto_front
 from lm_eval_perf.report.render import latex_escape
 from lm_eval_perf.report.tasks import ResultsIndex
-from lm_eval_perf.tasks.esd.runner import CSV_NAME
-from lm_eval_perf.tasks.throughput.runner import RESULTS_NAME
-
-
-def test_the_report_looks_for_the_files_the_tasks_write():
-    assert throughput.RESULTS_NAME == RESULTS_NAME
-    assert esd.CSV_NAME == CSV_NAME
 
 
 def test_escaped_special_characters_compile_with_pdflatex(tmp_path):

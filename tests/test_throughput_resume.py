@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lm_eval_perf.tasks.throughput.runner import RESULTS_NAME
+from lm_eval_perf.tasks.artifacts import THROUGHPUT
 
 POINTS = 6  # 2 batch sizes x 3 generation lengths
 OPTIONS = {
@@ -51,7 +51,7 @@ def _records(path) -> list[dict]:
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_losing_or_repeating_points(tmp_path):
-    results = tmp_path / "artifacts" / RESULTS_NAME
+    results = tmp_path / "artifacts" / THROUGHPUT.filename
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = _command(tmp_path / "artifacts", tmp_path / "out")
     sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,6 +11,7 @@ import torch
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.monitor.clock import Clock
+from lm_eval_perf.tasks.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput import generation, runner
 from lm_eval_perf.tasks.throughput.prompts import prompt_ids
 from lm_eval_perf.tasks.throughput.sweep import SweepOptions
@@ -61,7 +62,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def _lines(folder) -> list[dict]:
-    return [json.loads(line) for line in (folder / runner.RESULTS_NAME).read_text().splitlines()]
+    return [json.loads(line) for line in (folder / THROUGHPUT.filename).read_text().splitlines()]
 
 
 def test_two_by_two_sweep_records_every_field_with_its_unit(lm, in_tmp):
@@ -129,7 +130,7 @@ def test_rerun_reuses_finished_points_and_a_grown_grid_measures_only_new_ones(lm
 def test_max_sweep_seconds_leaves_the_rest_for_a_rerun(lm, in_tmp):
     options = {**FAST, "batch_sizes": [1, 2], "gen_lengths": [3], "max_sweep_seconds": 0}
     first = runner.run(lm, options)
-    assert first["not_run"] == ["bs1_gen3", "bs2_gen3"] and not (in_tmp / runner.RESULTS_NAME).exists()
+    assert first["not_run"] == ["bs1_gen3", "bs2_gen3"] and not (in_tmp / THROUGHPUT.filename).exists()
     assert runner.run(lm, {**options, "max_sweep_seconds": None})["not_run"] == []
     assert len(_lines(in_tmp)) == 2
 
@@ -247,7 +248,7 @@ def test_a_sweep_run_as_an_lm_eval_request_is_listed_and_stays_out_of_the_evalua
     assert json.loads(answers[0])["metrics"]["decode_tokens_per_s@bs1_gen4"] > 0
     assert isinstance(answers[1], str)
     info = lm.get_model_info()
-    assert info["lm_eval_perf_artifacts"]["perf_throughput_jsonl"] == str(in_tmp / "perf_throughput.jsonl")
+    assert info["lm_eval_perf_artifacts"][THROUGHPUT.key] == str(in_tmp / THROUGHPUT.filename)
     generation = info["efficiency"]["kinds"]["generate_until"]
     assert generation["samples"] == 1  # the lm-eval request only; the sweep's generations measure themselves
     assert set(info["efficiency"]["tasks"]) == {"greeting"}

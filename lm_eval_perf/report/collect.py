@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lm_eval_perf.batch.layout import JOB_FILE, STAGING_MARK
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.report.identity import RowKey, model_args, row_of
+from lm_eval_perf.tasks.artifacts import Artifact
 
 FAILURES_FILE = "failures.jsonl"
 
@@ -51,19 +52,19 @@ class Run:
     def origin(self) -> str:
         return "batch_eval" if self.job else "lm_eval"
 
-    def artifact(self, name: str, default_file: str) -> Path:
+    def artifact(self, artifact: Artifact) -> Path:
         """A file a plugin task wrote for this run.
 
         perf-hf lists them in ``config.lm_eval_perf_artifacts``; a recorded path that no longer
         exists (a results folder copied elsewhere) is looked up by its file name next to this results
-        JSON. Runs without the list use ``default_file`` in ``artifacts_dir=`` or next to the JSON.
+        JSON. Runs without the list use the artifact's file name in ``artifacts_dir=`` or next to the JSON.
         """
-        recorded = ((self.data.get("config") or {}).get("lm_eval_perf_artifacts") or {}).get(name)
+        recorded = ((self.data.get("config") or {}).get("lm_eval_perf_artifacts") or {}).get(artifact.key)
         if recorded:
             path = Path(recorded).expanduser()
             return path if path.exists() else self.path.parent / path.name
         folder = model_args(self.data).get("artifacts_dir")
-        return Path(folder).expanduser() / default_file if folder else self.path.parent / default_file
+        return (Path(folder).expanduser() if folder else self.path.parent) / artifact.filename
 
 
 @dataclass

@@ -18,10 +18,7 @@ from lm_eval_perf.report.collect import Problem, Run
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import ESD, ResultsIndex
-
-# = lm_eval_perf.tasks.esd.runner.CSV_NAME (not imported: the runner loads torch)
-CSV_NAME = "esd_layers.csv"
-ARTIFACT = "esd_layers_csv"  # its name in config.lm_eval_perf_artifacts
+from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,7 @@ class Layer:
 
 
 def layers_file(run: Run) -> Path:
-    return run.artifact(ARTIFACT, CSV_NAME)
+    return run.artifact(ESD_LAYERS)
 
 
 def read_layers(path: Path, problems: list[Problem]) -> list[Layer]:

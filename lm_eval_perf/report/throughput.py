@@ -25,11 +25,8 @@ from lm_eval_perf.report.collect import Problem, Run, read_jsonl
 from lm_eval_perf.report.identity import RowKey, load_block, model_args
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import THROUGHPUT
+from lm_eval_perf.tasks.artifacts import THROUGHPUT as THROUGHPUT_FILE
 from lm_eval_perf.tasks.throughput.sweep import SweepOptions, digest
-
-# = lm_eval_perf.tasks.throughput.runner.RESULTS_NAME (not imported: the runner loads torch)
-RESULTS_NAME = "perf_throughput.jsonl"
-ARTIFACT = "perf_throughput_jsonl"  # its name in config.lm_eval_perf_artifacts
 
 LATENCIES = (("ttft_s", "s"), ("tpot_s", "s"), ("e2e_latency_s", "s"))
 SCALARS = (
@@ -67,7 +64,7 @@ class SweepPoint:
 
 
 def sweep_file(run: Run) -> Path:
-    return run.artifact(ARTIFACT, RESULTS_NAME)
+    return run.artifact(THROUGHPUT_FILE)
 
 
 def _options(run: Run, task: str) -> SweepOptions | None:

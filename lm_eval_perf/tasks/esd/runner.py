@@ -35,9 +35,9 @@ from torch import nn
 from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.monitor.stats import Stats, percentile
+from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd.estimator import COLUMNS, ESDOptions, ESDResult, analyze
 
-CSV_NAME = "esd_layers.csv"
 IDENTITY_COLUMNS = ("model_id", "source_model", "is_adapter")
 RUNNER_OPTIONS = ("model_id", "source_model", "merge_device")
 
@@ -149,13 +149,13 @@ def run(lm: Any, options: dict) -> dict:
     source_model = options.get("source_model") or (pretrained if is_adapter else None)
     identity = {"model_id": model_id, "source_model": source_model, "is_adapter": is_adapter}
     stamp = datetime.datetime.now().isoformat(timespec="milliseconds").replace(":", "-")  # as lm-eval's
-    path = Path(lm.artifacts_dir()) / f"{Path(CSV_NAME).stem}_{stamp}.csv"  # one file per run
+    path = Path(lm.artifacts_dir()) / f"{Path(ESD_LAYERS.filename).stem}_{stamp}.csv"  # one file per run
     write_csv(path, [{**identity, **row} for row in result.rows], (*IDENTITY_COLUMNS, *COLUMNS))
 
     return {
         "metrics": summary_metrics(result),
         "higher_is_better": {"eig_seconds": False, "fit_seconds": False},
-        "artifacts": {"esd_layers_csv": str(path)},
+        "artifacts": {ESD_LAYERS.key: str(path)},
         **identity,
         "options": asdict(esd_options),
     }

@@ -27,13 +27,13 @@ import torch
 
 from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import clock_for
+from lm_eval_perf.tasks.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput.measure import measure_point
 from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
 from lm_eval_perf.tasks.throughput.store import ResultsFile
 from lm_eval_perf.tasks.throughput.sweep import Point, SweepOptions, digest, point_key
 from lm_eval_perf.tasks.throughput.table import render
 
-RESULTS_NAME = "perf_throughput.jsonl"
 PROFILE_FOLDER = "perf_throughput_profile"
 SCHEMA = "lm-eval-perf/throughput/1"
 
@@ -145,7 +145,7 @@ def _summary(records: Sequence[dict]) -> tuple[dict[str, float], dict[str, bool]
 def run(lm, options: dict) -> dict:
     """Run (or resume) the sweep on ``lm`` (a ``perf-hf`` model); lm-eval metrics + where the records are."""
     opts = parse_options(options)
-    results = ResultsFile(lm.artifacts_dir() / RESULTS_NAME)
+    results = ResultsFile(lm.artifacts_dir() / THROUGHPUT.filename)
     finished = results.records()
     identity = _identity(lm)
     clock = clock_for(lm.devices)
@@ -190,6 +190,6 @@ def run(lm, options: dict) -> dict:
     return {
         "metrics": values,
         "higher_is_better": higher,
-        "artifacts": {"perf_throughput_jsonl": str(results.path)},
+        "artifacts": {THROUGHPUT.key: str(results.path)},
         "not_run": not_run,
     }
