@@ -14,11 +14,9 @@ each decode step = one token mark -> the next.
   coordinate-descent-tuned kernels, no CUDA graphs of its own; ``compile_shapes``: dynamic shapes,
   or static shapes with Inductor's combo kernels, compiled afresh for each point) and captured as one
   ``torch.cuda.CUDAGraph`` that each step replays; the graph advances the cache position itself
-  (the cache keeps it in a device tensor). The loop runs under
-  :func:`~lm_eval_perf.tasks.throughput.attention.packed_decode_attention` (grouped-query attention
-  of the decoded token without copies of the KV cache). Before it is used, a graphed loop is
-  checked: after one iteration the cache must hold ``prompt + new_tokens - 1`` positions, and its
-  first tokens are compared with an eager step's.
+  (the cache keeps it in a device tensor). Before it is used, a graphed loop is checked: after one
+  iteration the cache must hold ``prompt + new_tokens - 1`` positions, and its first tokens are
+  compared with an eager step's.
   If compiling or capturing fails, the next path is tried: graph without compile, then
   ``generate(cache_implementation="static")``; the record names the path that ran and why.
   On a CPU the loop runs eagerly (``static_compile=true`` compiles it there too).
@@ -41,7 +39,6 @@ import transformers
 
 from lm_eval_perf.models.session import TokenTimer
 from lm_eval_perf.monitor.clock import Clock
-from lm_eval_perf.tasks.throughput.attention import packed_decode_attention
 from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
 
 WARMUP_STEPS = 3  # eager/compiled decode steps run before a CUDA graph is captured
@@ -210,7 +207,7 @@ class StaticLoop:
         self._step = lambda: self.next_ids.copy_(step(self.model, self.cache, self.next_ids, self.eos))
         self._graph: torch.cuda.CUDAGraph | None = None
         self.check = None
-        with torch.no_grad(), _autocast(lm), packed_decode_attention(self.model):
+        with torch.no_grad(), _autocast(lm):
             self._prefill()  # allocates the cache's tensors (never inside a graph capture)
             if graphed:
                 self._capture()
@@ -252,7 +249,7 @@ class StaticLoop:
         return {"steps": steps, "tokens_match_eager": bool((produced[:, : steps + 1] == reference).all())}
 
     def run(self) -> Iteration:
-        with torch.no_grad(), _autocast(self.lm), packed_decode_attention(self.model):
+        with torch.no_grad(), _autocast(self.lm):
             self.cache.reset()
             start = self.clock.event()
             self._prefill()
