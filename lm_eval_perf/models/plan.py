@@ -29,7 +29,6 @@ from torch import nn
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.compress import checkpoints
-from lm_eval_perf.models.compress.norm_folding import fold_input_norms
 from lm_eval_perf.models.compress.svd import DEFAULT_TARGETS, SOLVERS, apply_svd, check_ratio
 from lm_eval_perf.models.precision import PrecisionSpec, resolve_precision
 from lm_eval_perf.models.shape import parameter_count, weight_bytes
@@ -178,8 +177,7 @@ class LoadPlan:
         return None
 
     def finish(self, model: nn.Module) -> nn.Module:
-        """Device placement, state-dict factors, SVD truncation, load-time quantization, then the
-        folding of RMSNorms into the low-rank layers they feed (``norm_folding``)."""
+        """Device placement, state-dict factors, SVD truncation and load-time quantization."""
         from lm_eval_perf.models.quant.kernels import quantize_model
 
         first = next(model.parameters(), None)
@@ -208,8 +206,6 @@ class LoadPlan:
         if spec is not None and spec.name in ("int4", "nf4"):
             result = quantize_model(model, spec)
             self.done.update(quant_layers=result.layers, quant_skipped=result.skipped, kernel=result.kernel)
-        if "compression" in self.done:
-            self.done["compression"]["folded_norms"] = fold_input_norms(model)
         return model
 
     # -- the record ------------------------------------------------------------------------------

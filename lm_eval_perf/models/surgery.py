@@ -12,7 +12,7 @@ from torch import nn
 from lm_eval_perf.errors import UserInputError
 
 # In a llama-style decoder layer: norm attribute -> the projections that alone read its output
-# (what AWQ scales together and what norm folding folds into).
+# (what AWQ scales together).
 NORM_READERS = {
     "input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),

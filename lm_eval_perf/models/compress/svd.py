@@ -21,9 +21,7 @@ and a float32 sum, which Inductor turns into one bandwidth-bound reduction kerne
 Inductor would inline the element-wise work that produced the input row (the RMSNorm before
 q/k/v and gate/up, ``silu(gate)·up`` before ``down``) into that reduction and redo it for every
 output row; the input is therefore stored once first (:func:`stored_once`), which costs no kernel of
-its own (the kernel that computes it normally writes it). Where an RMSNorm feeds only low-rank
-layers, :mod:`~lm_eval_perf.models.compress.norm_folding` moves it into their first factor
-(:attr:`LowRankLinear.input_norm`), which removes the norm's own kernel from the compiled step.
+its own (the kernel that computes it normally writes it).
 An odd rank also misaligns the rows of ``up`` (M × k) and leaves the reduction over k no vector
 width; so ``up.weight`` is a view of zero-filled storage whose row stride is k rounded up to
 :data:`RANK_ALIGN`, and the compiled row path reduces over that padded width (the extra columns
@@ -47,7 +45,6 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +52,6 @@ from torch import nn
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.surgery import is_output_projection, set_module
-
-if TYPE_CHECKING:
-    from lm_eval_perf.models.compress.norm_folding import FoldedNorm
 
 DEFAULT_TARGETS = "*"
 RANK_ALIGN = 8  # elements: 16 bytes of bf16, one vector load
@@ -79,7 +73,7 @@ def row_matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 
 def single_compiled_row(x: torch.Tensor) -> bool:
     """Whether ``x`` is one row (one decoded token at batch 1) traced by ``torch.compile``: where the
-    low-rank layers take their row path and folded norms pass their input through."""
+    low-rank layers take their row path."""
     return torch.compiler.is_compiling() and x.numel() == x.shape[-1]
 
 
@@ -100,7 +94,6 @@ class LowRankLinear(nn.Module):
         self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
         self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
         self.row_stride = math.ceil(rank / RANK_ALIGN) * RANK_ALIGN  # elements between rows of up
-        self.input_norm: FoldedNorm | None = None  # set by norm_folding.fold_input_norms
         if self.row_stride != rank:  # the initial values of nn.Linear are overwritten by every caller
             storage = torch.zeros(out_features, self.row_stride, device=device, dtype=dtype)
             self.up.weight = nn.Parameter(storage[:, :rank])
@@ -114,8 +107,7 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if single_compiled_row(x):  # one decoded token (module doc)
-            first = row_matvec if self.input_norm is None else self.input_norm.row_matvec
-            code = first(stored_once(x), self.down.weight)
+            code = row_matvec(stored_once(x), self.down.weight)
             up = self._padded_up()
             if up is None:
                 return row_matvec(code, self.up.weight, self.up.bias)
