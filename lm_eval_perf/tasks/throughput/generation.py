@@ -153,7 +153,8 @@ def _compiled_decode_step(shapes: str) -> Callable:
     v reductions) as one; Inductor forms none under dynamic shapes. On an H100, a 7B model at SVD
     ratio 0.4 decoded 1.59x as fast as the dense one with dynamic shapes (254.0 against 159.6 tok/s)
     and 1.79x with static shapes (297.7 against 166.5), each pair from one run (BENCHMARKS.md; a later
-    session measured the same static-shape code at 254.9 and at 299.9-308.1 tok/s, cause not found).
+    session measured the same static-shape code at 254.9 and at 299.9-308.1 tok/s; on an H200 each
+    compilation kept its speed when timed again minutes later, so the spread is the compilation's).
     Each combo is kept only if it times faster than its parts, with block sizes of its own per part
     (:data:`STATIC_COMBO_OPTIONS`). At SVD ratio 0.4 the kernel that reads the two 46 MB ``up``
     factors of gate and up took 34 to 58 µs per layer from one compilation to the next; with these
