@@ -11,13 +11,6 @@ from torch import nn
 
 from lm_eval_perf.errors import UserInputError
 
-# In a llama-style decoder layer: norm attribute -> the projections that alone read its output
-# (what AWQ scales together).
-NORM_READERS = {
-    "input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
-}
-
 
 def is_output_projection(name: str) -> bool:
     """Whether the module at dotted path ``name`` is the output projection (``lm_head``), which the

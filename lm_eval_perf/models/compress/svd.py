@@ -71,12 +71,6 @@ def row_matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return y.to(x.dtype)
 
 
-def single_compiled_row(x: torch.Tensor) -> bool:
-    """Whether ``x`` is one row (one decoded token at batch 1) traced by ``torch.compile``: where the
-    low-rank layers take their row path."""
-    return torch.compiler.is_compiling() and x.numel() == x.shape[-1]
-
-
 def stored_once(x: torch.Tensor) -> torch.Tensor:
     """``x``, forced into memory under Inductor, so that a reduction reading it per output row loads it
     instead of recomputing the element-wise ops that made it; ``x`` itself elsewhere (eager, other
@@ -106,8 +100,8 @@ class LowRankLinear(nn.Module):
         return weight.as_strided((self.out_features, self.row_stride), (self.row_stride, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if single_compiled_row(x):  # one decoded token (module doc)
-            code = row_matvec(stored_once(x), self.down.weight)
+        if torch.compiler.is_compiling() and x.numel() == self.in_features:
+            code = row_matvec(stored_once(x), self.down.weight)  # one decoded token (module doc)
             up = self._padded_up()
             if up is None:
                 return row_matvec(code, self.up.weight, self.up.bias)

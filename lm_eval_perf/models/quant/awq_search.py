@@ -27,7 +27,6 @@ from torch import nn
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.quant.int4 import GroupQuantized, quantize_rtn
-from lm_eval_perf.models.surgery import NORM_READERS
 
 ATTN, MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
 
@@ -56,10 +55,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def _groups(layer: nn.Module) -> list[tuple[nn.Module, list[str]]]:
     attn, mlp = layer.self_attn, layer.mlp
-    groups = [(layer.input_layernorm, list(NORM_READERS["input_layernorm"]))]
+    groups = [(layer.input_layernorm, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])]
     if attn.v_proj.weight.shape == attn.o_proj.weight.shape:
         groups.append((attn.v_proj, ["self_attn.o_proj"]))
-    groups.append((layer.post_attention_layernorm, list(NORM_READERS["post_attention_layernorm"])))
+    groups.append((layer.post_attention_layernorm, ["mlp.gate_proj", "mlp.up_proj"]))
     groups.append((mlp.up_proj, ["mlp.down_proj"]))
     return groups
 
