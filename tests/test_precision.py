@@ -217,7 +217,7 @@ def _tiny_model(tied: bool) -> torch.nn.Module:
 
 
 def test_quantize_lm_head_packs_an_untied_output_projection_and_keeps_a_tied_one():
-    spec = resolve_precision("int4", "tinygemm", GROUP, "float32", on_gpu=False, quantize_lm_head=True)
+    spec = resolve_precision("int4", "tinygemm", GROUP, "float32", quantize_lm_head=True)
     untied = _tiny_model(tied=False)
     dense_head = untied.lm_head.weight.detach().clone()
     before = weight_bytes(untied)
@@ -226,7 +226,7 @@ def test_quantize_lm_head_packs_an_untied_output_projection_and_keeps_a_tied_one
     h, v = TINY["hidden_size"], TINY["vocab_size"]
     int4_head = v * h // 2 + (h // GROUP) * v * 2 * 4  # packed nibbles + fp32 scale and zero per group
     without_head = _tiny_model(tied=False)
-    quantize_model(without_head, resolve_precision("int4", "tinygemm", GROUP, "float32", on_gpu=False))
+    quantize_model(without_head, resolve_precision("int4", "tinygemm", GROUP, "float32"))
     assert weight_bytes(untied) == weight_bytes(without_head) - v * h * 4 + int4_head < before
     x = torch.randn(3, h)
     expected = x @ quantize_rtn(dense_head, GROUP).dequantize().t()

@@ -50,11 +50,13 @@ from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.models import sources
 from lm_eval_perf.models.plan import MODEL_ARGS as PLAN_ARGS
 from lm_eval_perf.models.plan import LoadPlan
-from lm_eval_perf.models.session import EvalSession, TokenTimer
-from lm_eval_perf.models.shape import model_devices, model_shape
+from lm_eval_perf.models.probe import probe_length, rows_that_fit
+from lm_eval_perf.models.session import EvalSession, SessionState, efficiency_record
+from lm_eval_perf.models.shape import logits_device, model_devices, model_shape
 from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
+from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
-from lm_eval_perf.tasks.plugin import is_plugin_request, run_plugin
+from lm_eval_perf.tasks.plugin import PLUGIN_KEY, is_plugin_request, run_plugin
 
 install_excepthook()
 
@@ -106,6 +108,17 @@ def _check_writable(path: str) -> None:
         raise UserInputError(f"output path {path} is not writable: {exc.strerror or exc}") from exc
 
 
+def _one_device(model_args: dict, additional_config: dict | None) -> None:
+    """lm-eval passes its own ``device`` (``--device``, default ``cuda:0``) beside the model
+    arguments, so ``device=`` in ``--model_args`` would reach the constructor twice."""
+    given = (additional_config or {}).get("device")
+    if "device" in model_args and given is not None:
+        raise UserInputError(
+            f"device={model_args['device']} in --model_args collides with lm-eval's own device argument "
+            f"(it passes --device, default cuda:0, to every model): use --device {model_args['device']}"
+        )
+
+
 _LAST_RECORDS: list[dict] = []
 
 
@@ -119,6 +132,18 @@ def _print_last_records() -> None:
 @register_model("perf-hf")
 class PerfHFLM(HFLM):
     """lm-eval's HFLM plus a performance monitor; see the module docstring for the extra arguments."""
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        _one_device(simple_parse_args_string(arg_string), additional_config)
+        return super().create_from_arg_string(arg_string, additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        _one_device(arg_dict, additional_config)
+        return super().create_from_arg_obj(arg_dict, additional_config)
 
     def __init__(
         self,
@@ -164,12 +189,14 @@ class PerfHFLM(HFLM):
         started = time.perf_counter()
         super().__init__(**kwargs)
         self.load_time_s = time.perf_counter() - started
+        self._split_requests_over_processes()
 
         self.monitor_interval = monitor_interval
         self.warmup_batches = warmup_batches
         self.print_summary = bool(print_summary)
         self.shape = model_shape(self.model)
         self.devices = model_devices(self.model)
+        self.event_device = logits_device(self.model)
         self.peaks = peaks_for(
             torch.cuda.get_device_name(self.devices[0]) if self.devices else None,
             None if peak_flops is None else float(peak_flops),
@@ -178,9 +205,22 @@ class PerfHFLM(HFLM):
         self._artifacts_dir = artifacts_dir
         self.generation_backend = generation_backend
         self._session: EvalSession | None = None
+        self._open_session = contextlib.ExitStack()  # holds the session open across request calls
+        self._rank_states: list[SessionState] = []  # every rank's share, gathered to rank 0
         self._unmeasured = False  # batches outside the evaluation: batch-size probes, plugin tasks
+        self.probes: list[dict] = []  # batch_size=auto probes of this evaluation
         self.artifacts: dict[str, str] = {}  # files plugin tasks wrote, by name
         self.efficiency: dict | None = None
+
+    def _split_requests_over_processes(self) -> None:
+        """Under ``accelerate launch`` on machines without several CUDA devices, HFLM keeps rank 0
+        of 1 in every process (it sets rank and world size only when it counts more than one GPU),
+        so each process would evaluate every request and write the results. Take rank and world
+        size from accelerate, as HFLM does with GPUs, so N CPU processes split the requests."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
+            self._rank = accelerator.local_process_index
+            self._world_size = accelerator.num_processes
 
     # -- loading hooks (HFLM calls these from its __init__) --------------------------------------
 
@@ -208,6 +248,7 @@ class PerfHFLM(HFLM):
             )
 
     def _create_model(self, pretrained: str, dtype="auto", **kwargs) -> None:
+        self.plan.bind(self._device)  # the device HFLM resolved; checked before any weight loads
         random_weights = self.source is not None and self.source.random_weights
         model = self.plan.load(pretrained, random_weights, dtype)  # AWQ / compressed checkpoints
         if model is not None:
@@ -226,7 +267,9 @@ class PerfHFLM(HFLM):
     def _measuring(self, kind: str, requests) -> Iterator[None]:
         """One monitor window around one call of a request method; starts a session if needed."""
         if self._session is None:
-            self._session = EvalSession(self.new_monitor(warmup_batches=self.warmup_batches))
+            session = EvalSession(self.new_monitor(warmup_batches=self.warmup_batches))
+            self._session = self._open_session.enter_context(session)
+            self.probes = []
         self._session.begin(kind, requests)
         try:
             yield
@@ -266,6 +309,7 @@ class PerfHFLM(HFLM):
             model_shape=self.shape,
             peaks=self.peaks,
             warmup_batches=warmup_batches,
+            event_device=self.event_device,
             gpu_source=gpu,
         )
 
@@ -278,21 +322,47 @@ class PerfHFLM(HFLM):
     # -- the narrow waists -----------------------------------------------------------------------
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
-        with self._outside_evaluation():
-            return super()._detect_batch_size(requests, pos)
+        """lm-eval's ``batch_size=auto`` probe, left out of the evaluation's windows, batches and
+        allocator peaks, and on a CPU started no larger than host memory allows (HFLM starts at
+        ``max_batch_size`` rows and halves on an out-of-memory error, which a CPU never raises: the
+        kernel ends the process instead)."""
+        length = probe_length(requests, pos, self.max_length)
+        start_rows = self.max_batch_size
+        if self.device.type == "cpu":
+            start_rows = rows_that_fit(self.config, length, self.model.dtype, start_rows)
+        started, previous = time.perf_counter(), self.max_batch_size
+        self.max_batch_size = start_rows
+        try:
+            with self._outside_evaluation("batch_size_probe"):
+                chosen = super()._detect_batch_size(requests, pos)
+        finally:
+            self.max_batch_size = previous
+        self.probes.append(
+            {
+                "positions": length,
+                "start_batch_size": start_rows,
+                "chosen_batch_size": int(chosen),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        return chosen
 
     @contextlib.contextmanager
-    def _outside_evaluation(self) -> Iterator[None]:
-        """Model calls in this block are not recorded as evaluation batches."""
+    def _outside_evaluation(self, what: str) -> Iterator[None]:
+        """Model calls in this block (``what``) are not recorded as evaluation batches, and their time,
+        energy and memory stay out of the open evaluation's windows and allocator peaks."""
         previous, self._unmeasured = self._unmeasured, True
+        paused = self._session.paused(what) if self._session is not None else contextlib.nullcontext()
         try:
-            yield
+            with paused:
+                yield
         finally:
             self._unmeasured = previous
 
     def _run_plugin(self, generation_kwargs) -> str:
         """A plugin task's request (it measures itself); the files it wrote go into the results JSON."""
-        with self._outside_evaluation():
+        plugin = generation_kwargs[PLUGIN_KEY]["plugin"]
+        with self._outside_evaluation(f"plugin task {plugin}"):
             result = run_plugin(self, generation_kwargs)
         self.artifacts.update(result.get("artifacts", {}))
         return json.dumps(result)
@@ -336,11 +406,42 @@ class PerfHFLM(HFLM):
 
     # -- the record ------------------------------------------------------------------------------
 
+    def gather_object(self, obj, dst: int = 0):
+        """lm-eval's gather of per-rank results, carrying each rank's efficiency share along.
+
+        In a data-parallel run lm-eval asks only rank 0 for the model info, after gathering the
+        ranks' metrics with this method - the one collective every rank reaches after its last
+        request. Each rank ends its session here and sends its share with lm-eval's object; rank 0
+        keeps all shares for :meth:`finish_measurement`. Every rank wraps every call the same way,
+        so the collectives stay matched.
+        """
+        if self.world_size <= 1:
+            return super().gather_object(obj, dst)
+        share = self._end_session() if self._session is not None else None
+        gathered = super().gather_object((obj, share), dst)
+        if gathered is None:
+            return None
+        shares = [s for _, s in gathered if s is not None]
+        if shares:
+            self._rank_states = shares
+        return [o for o, _ in gathered]
+
+    def _end_session(self) -> SessionState:
+        """Stop the open session; this process's share of the evaluation."""
+        assert self._session is not None
+        session, self._session = self._session, None
+        self._open_session.close()
+        return session.state(rank=self.rank, device=str(self.device), batch_size_probe=self.probes or None)
+
     def finish_measurement(self) -> dict | None:
-        """End the current session and return its efficiency record (the last one if none is open)."""
+        """End the current session and return its efficiency record (the last one if none is open);
+        in a data-parallel run on rank 0, the record of all ranks."""
+        shares, self._rank_states = self._rank_states, []
         if self._session is not None:
-            record = self._session.close()
-            self._session = None
+            shares = [self._end_session()]
+        if shares:
+            record = efficiency_record(shares, self.shape, self.peaks)
+            record["batch_size_probe"] = shares[0].monitor.extra["batch_size_probe"]  # rank 0's
             record["load"] = {
                 "model": self.source.label if self.source else type(self.model).__name__,
                 "random_weights": bool(self.source and self.source.random_weights),

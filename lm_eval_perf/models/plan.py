@@ -12,11 +12,13 @@ Model arguments (all optional; see :mod:`lm_eval_perf.models.precision` and
 * ``compressed`` - a compressed checkpoint (HF directory, state dict of low-rank factors, or a
   pickled model with ``allow_pickle=true``).
 
-Data flows one way: :meth:`LoadPlan.pop_from` checks the arguments before anything is loaded;
-:meth:`LoadPlan.load` loads what lm-eval's HFLM cannot (AWQ on this project's kernels, compressed
-directories, pickles); :meth:`LoadPlan.finish` moves the model to its device and applies state-dict
-factors, SVD and load-time quantization, in that order; :meth:`LoadPlan.record` describes the result
-(the ``precision`` and ``compression`` blocks of ``efficiency.load``).
+Data flows one way: :meth:`LoadPlan.pop_from` checks the arguments before anything is loaded (no
+device is known yet: lm-eval's HFLM chooses it); :meth:`LoadPlan.bind` takes the device HFLM chose
+(``--device``, its CPU fall-back, ``accelerate launch``, ``parallelize``) and checks the kernels
+against it; :meth:`LoadPlan.load` loads what lm-eval's HFLM cannot (AWQ on this project's kernels,
+compressed directories, pickles); :meth:`LoadPlan.finish` moves the model to its device and applies
+state-dict factors, SVD and load-time quantization, in that order; :meth:`LoadPlan.record` describes
+the result (the ``precision`` and ``compression`` blocks of ``efficiency.load``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.compress import checkpoints
 from lm_eval_perf.models.compress.svd import DEFAULT_TARGETS, SOLVERS, apply_svd, check_ratio
-from lm_eval_perf.models.precision import PrecisionSpec, resolve_precision
+from lm_eval_perf.models.precision import PrecisionSpec, on_device, resolve_precision
 from lm_eval_perf.models.shape import parameter_count, weight_bytes
 from lm_eval_perf.models.surgery import is_output_projection
 
@@ -88,7 +90,7 @@ def held_weight_bytes(model: nn.Module) -> int:
 class LoadPlan:
     """The checked precision/compression arguments and, after loading, what was done."""
 
-    device: torch.device
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # set by :meth:`bind`
     precision: PrecisionSpec | None = None
     svd_ratio: float | None = None
     svd_rank: int | None = None
@@ -102,17 +104,14 @@ class LoadPlan:
     @classmethod
     def pop_from(cls, kwargs: dict) -> LoadPlan:
         """Take this module's keys out of perf-hf's ``kwargs``, check them, set ``kwargs["dtype"]``."""
-        name = kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(name)
-        on_gpu = device.type == "cuda" and torch.cuda.is_available()
-        plan = cls(device=device)
+        plan = cls()
         precision = kwargs.pop("precision", None)
         backend, group_size = kwargs.pop("quant_backend", None), _number(kwargs, "group_size", int)
         lm_head = _flag(kwargs, "quantize_lm_head")
         if precision is not None:
             dtype = kwargs.get("dtype")
             dtype = None if dtype is None else str(dtype).removeprefix("torch.")
-            plan.precision = resolve_precision(str(precision), backend, group_size, dtype, on_gpu, lm_head)
+            plan.precision = resolve_precision(str(precision), backend, group_size, dtype, lm_head)
             kwargs["dtype"] = plan.precision.dtype
         elif backend is not None or group_size is not None or lm_head:
             raise UserInputError("quant_backend/group_size/quantize_lm_head need precision=int4, awq or nf4")
@@ -139,6 +138,12 @@ class LoadPlan:
         if plan.precision is not None and plan.precision.name == "awq" and (svd or compressed is not None):
             raise UserInputError("precision=awq loads a quantized checkpoint: it cannot be SVD-compressed")
         return plan
+
+    def bind(self, device: torch.device) -> None:
+        """The device the model is placed on, as lm-eval's HFLM resolved it; kernels checked for it."""
+        self.device = torch.device(device)
+        if self.precision is not None:
+            self.precision = on_device(self.precision, self.device.type == "cuda")
 
     # -- loading ---------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ that run there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lm_eval_perf.errors import UserInputError
 
@@ -129,11 +129,11 @@ def resolve_precision(
     backend: str | None,
     group_size: int | None,
     dtype: str | None,
-    on_gpu: bool,
     quantize_lm_head: bool = False,
 ) -> PrecisionSpec:
-    """Check ``precision``/``quant_backend``/``group_size``/``dtype``/``quantize_lm_head`` together;
-    one-line errors."""
+    """Check ``precision``/``quant_backend``/``group_size``/``dtype``/``quantize_lm_head`` together,
+    before the device is known; one-line errors. The backend stays ``None`` when not given:
+    :func:`on_device` picks it for the device the model lands on."""
     validate_precision(name)
     if quantize_lm_head and name not in ("int4", "nf4"):
         raise UserInputError(
@@ -145,12 +145,24 @@ def resolve_precision(
         if dtype not in (None, "auto", name):
             raise UserInputError(f"precision={name} contradicts dtype={dtype}: give one of them")
         return PrecisionSpec(name, name)
-    backend = backend or default_backend(name, on_gpu)
-    if backend not in BACKENDS or name not in BACKENDS[backend].precisions:
+    if backend is not None and (backend not in BACKENDS or name not in BACKENDS[backend].precisions):
         usable = ", ".join(b for b, info in BACKENDS.items() if name in info.precisions)
         raise UserInputError(
             f"quant_backend={backend!r} does not serve precision={name}: use one of {usable}"
         )
+    if group_size is not None and name != "int4":
+        raise UserInputError(f"group_size applies to precision=int4 only ({name} fixes its own)")
+    compute = "bfloat16" if dtype in (None, "auto") else str(dtype)
+    return PrecisionSpec(name, compute, backend, group_size or DEFAULT_GROUP_SIZE[name], quantize_lm_head)
+
+
+def on_device(spec: PrecisionSpec, on_gpu: bool) -> PrecisionSpec:
+    """``spec`` for the device the model runs on: the default backend chosen, GPU-only kernels
+    refused on a CPU (one line naming the ones that run there), CUDA dtype limits checked."""
+    if not spec.quantized:
+        return spec
+    name = spec.name
+    backend = spec.backend or default_backend(name, on_gpu)
     if BACKENDS[backend].gpu_only and not on_gpu:
         cpu = _backends_for(name, on_gpu=False)
         alternatives = (
@@ -161,11 +173,8 @@ def resolve_precision(
         raise UserInputError(
             f"precision={name} with quant_backend={backend} needs a CUDA GPU: {alternatives}"
         )
-    if group_size is not None and name != "int4":
-        raise UserInputError(f"group_size applies to precision=int4 only ({name} fixes its own)")
-    compute = "bfloat16" if dtype in (None, "auto") else str(dtype)
-    if backend in ("tinygemm", "torchao-tile") and on_gpu and compute != "bfloat16":
+    if backend in ("tinygemm", "torchao-tile") and on_gpu and spec.dtype != "bfloat16":
         raise UserInputError(
-            f"quant_backend={backend} on CUDA computes in bfloat16 only, not dtype={compute}"
+            f"quant_backend={backend} on CUDA computes in bfloat16 only, not dtype={spec.dtype}"
         )
-    return PrecisionSpec(name, compute, backend, group_size or DEFAULT_GROUP_SIZE[name], quantize_lm_head)
+    return replace(spec, backend=backend)

@@ -1,9 +1,12 @@
 """One evaluation's measurements inside ``perf-hf``: a running monitor plus per-task bookkeeping.
 
 A session starts with the first request after the model loaded (or after the previous record was
-taken) and ends when lm-eval asks for the model info at the end of ``simple_evaluate``. Each call of
-a request method is one window named after its kind (``loglikelihood``, ``loglikelihood_rolling``,
-``generate_until``).
+taken) and ends when lm-eval asks for the model info at the end of ``simple_evaluate`` - or, in a
+data-parallel run, at lm-eval's first gather after the last request (see ``PerfHFLM.gather_object``).
+Each call of a request method is one window named after its kind (``loglikelihood``,
+``loglikelihood_rolling``, ``generate_until``). The session is a context manager: entering it starts
+its monitor, leaving it stops the monitor; :meth:`EvalSession.state` is then this process's share,
+and :func:`efficiency_record` makes one record of the shares of every rank.
 
 Per-task figures: lm-eval hands the model the requests of all tasks at once, and its batches mix
 tasks, so a batch's time cannot be split by task exactly. Each task gets its exact request count,
@@ -13,13 +16,29 @@ and the kind's seconds and joules in proportion to the characters of its request
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from lm_eval_perf.monitor import PerformanceMonitor
+from lm_eval_perf.monitor.clock import TokenTimer
+from lm_eval_perf.monitor.metrics import ModelShape
+from lm_eval_perf.monitor.peaks import DevicePeaks
+from lm_eval_perf.monitor.record import MonitorState, build_record
+
+# task -> [requests, characters of the requests' string arguments], per request kind
+TaskCounts = dict[str, dict[str, list[int]]]
+
+
+@dataclass
+class SessionState:
+    """One process's share of an evaluation: what its monitor measured and its requests per task."""
+
+    monitor: MonitorState
+    tasks: TaskCounts
 
 
 @dataclass
@@ -33,38 +52,47 @@ class _OpenForward:
     rows: int = 0
 
 
-class TokenTimer:
-    """A logits processor that marks the time of every generated token (scores pass unchanged)."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.marks: list = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.marks.append(self.clock.event())
-        return scores
-
-
 class EvalSession:
-    """Wraps a :class:`PerformanceMonitor` for the duration of one lm-eval evaluation."""
+    """A :class:`PerformanceMonitor` for the duration of one lm-eval evaluation; a context manager
+    (entering starts the monitor, leaving stops it)."""
 
     def __init__(self, monitor: PerformanceMonitor):
         self.monitor = monitor
         self.kind: str | None = None
         self._forward: _OpenForward | None = None
-        self._tasks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-        monitor.__enter__()
+        self._tasks: TaskCounts = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        self._padding: dict[str, int] = {}  # request kind -> padding copies (data-parallel ranks)
+
+    def __enter__(self) -> EvalSession:
+        self.monitor.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.kind is not None:
+            self.end()
+        self.monitor.__exit__(*exc_info)
 
     @property
     def clock(self):
         return self.monitor.clock
 
+    @contextlib.contextmanager
+    def paused(self, what: str) -> Iterator[None]:
+        """Model work in the block (``what``: a batch-size probe, a plugin task) stays out of the
+        evaluation's windows and allocator peaks."""
+        self._flush_forward()
+        with self.monitor.paused(what):
+            yield
+
     # -- request methods ------------------------------------------------------------------------
 
     def begin(self, kind: str, requests: Sequence) -> None:
-        """A request method starts: open its window and count requests per task."""
+        """A request method starts: open its window and count requests per task (without the copies
+        lm-eval appends to even out data-parallel ranks, see :func:`rank_padding`)."""
         self.kind = kind
-        for request in requests:
+        padding = rank_padding(requests)
+        self._padding[kind] = self._padding.get(kind, 0) + padding
+        for request in requests[: len(requests) - padding]:
             entry = self._tasks[kind][getattr(request, "task_name", None) or "unknown"]
             entry[0] += 1
             entry[1] += sum(len(a) for a in request.args if isinstance(a, str))
@@ -147,35 +175,59 @@ class EvalSession:
 
     # -- the record ------------------------------------------------------------------------------
 
-    def close(self) -> dict:
-        """Stop the monitor and return the efficiency record with a per-task block."""
-        if self.kind is not None:
-            self.end()
-        self.monitor.__exit__(None, None, None)
-        record = self.monitor.summary()
-        record["tasks"] = self._per_task(record["kinds"])
-        return record
+    def state(self, **extra) -> SessionState:
+        """This process's share, once the session was left; ``extra`` goes into its ``ranks`` entry."""
+        tasks = {kind: {task: list(v) for task, v in per.items()} for kind, per in self._tasks.items()}
+        return SessionState(self.monitor.state(padding_requests=dict(self._padding), **extra), tasks)
 
-    def _per_task(self, kinds: dict) -> dict:
-        tasks: dict[str, dict] = defaultdict(
-            lambda: {"requests": 0, "seconds": 0.0, "energy_j": 0.0, "kinds": {}}
-        )
-        for kind, per_task in self._tasks.items():
-            block = kinds.get(kind, {})
-            total_chars = sum(chars for _, chars in per_task.values()) or 1
-            for task, (count, chars) in per_task.items():
-                share = chars / total_chars
-                seconds = share * block.get("seconds", 0.0)
-                energy = block.get("energy_j")
-                entry = tasks[task]
-                entry["requests"] += int(count)
-                entry["seconds"] += seconds
-                entry["energy_j"] = (
-                    None
-                    if energy is None or entry["energy_j"] is None
-                    else (entry["energy_j"] + share * energy)
-                )
-                entry["kinds"][kind] = {"requests": int(count), "share": share}
-        for entry in tasks.values():
-            entry["attribution"] = "prompt_character_share"
-        return dict(tasks)
+
+def rank_padding(requests: Sequence) -> int:
+    """How many entries at the end of ``requests`` are padding: in a data-parallel run lm-eval
+    appends copies of a rank's last request (``repeats`` entries each) until every rank has as many
+    requests as the largest; a request's own ``repeats`` copies are not padding."""
+    if not requests:
+        return 0
+    last, trailing = requests[-1], 0
+    for request in reversed(requests):
+        if request is not last:
+            break
+        trailing += 1
+    return trailing - int(getattr(last, "repeats", 1) or 1)
+
+
+def efficiency_record(
+    states: list[SessionState], shape: ModelShape | None, peaks: DevicePeaks | None
+) -> dict:
+    """The efficiency record of an evaluation made of ``states`` (one per rank) with a per-task block."""
+    record = build_record([s.monitor for s in states], shape, peaks)
+    counts: TaskCounts = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for state in states:
+        for kind, per_task in state.tasks.items():
+            for task, (requests, chars) in per_task.items():
+                counts[kind][task][0] += requests
+                counts[kind][task][1] += chars
+    record["tasks"] = _per_task(counts, record["kinds"])
+    return record
+
+
+def _per_task(counts: TaskCounts, kinds: dict) -> dict:
+    """Per task: exact request counts; the kind's seconds and joules by prompt-character share."""
+    tasks: dict[str, dict] = defaultdict(
+        lambda: {"requests": 0, "seconds": 0.0, "energy_j": 0.0, "kinds": {}}
+    )
+    for kind, per_task in counts.items():
+        block = kinds.get(kind, {})
+        total_chars = sum(chars for _, chars in per_task.values()) or 1
+        for task, (count, chars) in per_task.items():
+            share = chars / total_chars
+            energy = block.get("energy_j")
+            entry = tasks[task]
+            entry["requests"] += int(count)
+            entry["seconds"] += share * block.get("seconds", 0.0)
+            entry["energy_j"] = (
+                None if energy is None or entry["energy_j"] is None else entry["energy_j"] + share * energy
+            )
+            entry["kinds"][kind] = {"requests": int(count), "share": share}
+    for entry in tasks.values():
+        entry["attribution"] = "prompt_character_share"
+    return dict(tasks)

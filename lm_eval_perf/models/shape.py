@@ -80,3 +80,15 @@ def model_shape(model: torch.nn.Module) -> ModelShape:
 def model_devices(model: torch.nn.Module) -> list[int]:
     """CUDA indices holding the model's parameters (empty on CPU)."""
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def logits_device(model: torch.nn.Module) -> int | None:
+    """CUDA index of the GPU that makes the logits (where the output projection lives; for a model
+    split over GPUs, the last of the pipeline), or ``None`` when the model is not on a GPU."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tensors = [] if head is None else [*head.parameters(), *head.buffers()]
+    cuda = [t.device.index or 0 for t in tensors if t.device.type == "cuda"]
+    if cuda:
+        return cuda[0]
+    devices = model_devices(model)
+    return devices[-1] if devices else None

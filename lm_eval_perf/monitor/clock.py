@@ -6,7 +6,11 @@ Two kinds of time stamp:
   finished all work issued so far. Comparable with the sampler's timeline; costs one device sync.
 * :meth:`Clock.event` / :meth:`Clock.seconds_between` - a mark in the device's work stream that
   costs no sync (a CUDA event on the GPU, ``perf_counter`` on the CPU, where work is synchronous).
-  Used per generated token, where a sync would slow down what is measured.
+  Used per generated token, where a sync would slow down what is measured. On GPUs every mark is
+  recorded on the current stream of one device, the *event device*: the GPU that runs the timed work
+  (for a model split over GPUs, the one that makes the logits). A CUDA event measures only the stream
+  it is recorded on, and two events can be compared only on one device, so marking on whatever device
+  happens to be current (cuda:0) would time the host instead of a model on cuda:1.
 """
 
 from __future__ import annotations
@@ -37,10 +41,14 @@ class Clock:
 
 
 class CudaClock(Clock):
-    """Synchronizes the given CUDA devices (torch indices) and marks with CUDA events."""
+    """Synchronizes the given CUDA devices (torch indices) and marks with CUDA events recorded on
+    ``event_device`` (a torch index; default: the first of ``devices``)."""
 
-    def __init__(self, devices: Sequence[int]):
+    def __init__(self, devices: Sequence[int], event_device: int | None = None):
+        if not devices:
+            raise ValueError("CudaClock needs at least one CUDA device")
         self.devices = tuple(devices)
+        self.event_device = self.devices[0] if event_device is None else event_device
 
     def sync(self) -> None:
         import torch
@@ -52,7 +60,7 @@ class CudaClock(Clock):
         import torch
 
         mark = torch.cuda.Event(enable_timing=True)
-        mark.record()
+        mark.record(torch.cuda.current_stream(self.event_device))
         return mark
 
     def seconds_between(self, start: Any, end: Any) -> float:
@@ -60,6 +68,20 @@ class CudaClock(Clock):
         return start.elapsed_time(end) / 1000.0
 
 
-def clock_for(devices: Sequence[int]) -> Clock:
-    """:class:`CudaClock` over ``devices`` when there are any, else the host :class:`Clock`."""
-    return CudaClock(devices) if devices else Clock()
+def clock_for(devices: Sequence[int], event_device: int | None = None) -> Clock:
+    """:class:`CudaClock` over ``devices`` (marks on ``event_device``) when there are any, else the
+    host :class:`Clock`."""
+    return CudaClock(devices, event_device) if devices else Clock()
+
+
+class TokenTimer:
+    """A logits processor (transformers calls it once per generated token, after the logits are
+    made) that marks the time of every token with ``clock.event()``; scores pass unchanged."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.marks: list = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.marks.append(self.clock.event())
+        return scores

@@ -10,9 +10,11 @@
 
 The constructor only stores configuration; devices are opened and the sampler thread started in
 ``__enter__``. Data flows one way: sources -> sampler timeline -> windows (``Measurement``) and timed
-batches (``BatchRecord``) -> :meth:`summary`. Window edges cost the caller one device sync: the
-sampler thread reads the edge (energy counters included), and a window's :class:`Measurement` is
-computed when it is first asked for (:meth:`measurement`, :meth:`summary`).
+batches (``BatchRecord``) -> :meth:`state` -> record (:mod:`lm_eval_perf.monitor.record`). Window
+edges cost the caller one device sync: the sampler thread reads the edge (energy counters included),
+and a window's :class:`Measurement` is computed when it is first asked for (:meth:`measurement`,
+:meth:`summary`). :meth:`paused` leaves a block out of every open window (a batch-size probe, another
+benchmark run inside the evaluation).
 """
 
 from __future__ import annotations
@@ -27,14 +29,11 @@ from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import Clock, clock_for
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
-from lm_eval_perf.monitor.requests import BatchRecord, summarize
+from lm_eval_perf.monitor.record import TOTAL, MonitorState, build_record
+from lm_eval_perf.monitor.requests import BatchRecord
 from lm_eval_perf.monitor.sampler import Edge, Sampler
 from lm_eval_perf.monitor.sources import GpuInfo, GpuSource, HostSource, NoGpuSource, NvmlSource, Sample
-from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement, measure, merge
-
-SCHEMA = "lm-eval-perf/efficiency/1"
-TOTAL = "total"
 
 
 @dataclass
@@ -57,6 +56,8 @@ class PerformanceMonitor:
         peaks: device peaks for MFU/MBU; looked up by the first GPU's name when omitted.
         warmup_batches: the first N batches of each request kind are left out of latency and
             throughput figures (they are still counted and their energy is in the windows).
+        event_device: torch CUDA index whose stream carries the clock's marks (TTFT/TPOT): the GPU
+            that makes the logits; default the first watched GPU.
         gpu_source, host_source: replace NVML / psutil (tests feed known values this way).
     """
 
@@ -68,6 +69,7 @@ class PerformanceMonitor:
         model_shape: ModelShape | None = None,
         peaks: DevicePeaks | None = None,
         warmup_batches: int = 0,
+        event_device: int | None = None,
         gpu_source: GpuSource | None = None,
         host_source: HostSource | None = None,
     ):
@@ -80,6 +82,7 @@ class PerformanceMonitor:
         self.model_shape = model_shape
         self.peaks = peaks
         self.warmup_batches = warmup_batches
+        self.event_device = event_device
         self._gpu_source = gpu_source
         self._host_source = host_source
         self._sampler: Sampler | None = None
@@ -87,7 +90,8 @@ class PerformanceMonitor:
         self._open: dict[str, Edge] = {}
         self._windows: dict[str, list[_Closed]] = defaultdict(list)
         self._batches: dict[str, list[BatchRecord]] = defaultdict(list)
-        self._torch_peaks: dict[str, float] | None = None
+        self._torch_peaks: dict[str, float] | None = None  # allocator peaks outside paused blocks
+        self._excluded: list[dict] = []  # blocks left out of the windows (see paused)
         self._started = ""
         self.clock: Clock = Clock()
 
@@ -108,7 +112,7 @@ class PerformanceMonitor:
         self._gpu_infos = gpu.open()
         host.open()
         cuda_indices = [g.index for g in self._gpu_infos] if self._gpu_source is None else []
-        self.clock = clock_for(cuda_indices)
+        self.clock = clock_for(cuda_indices, self.event_device)
         if self.peaks is None:
             self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None)
         self._reset_torch_peaks(cuda_indices)
@@ -123,7 +127,7 @@ class PerformanceMonitor:
             self.end_window(name)
         assert self._sampler is not None
         self._sampler.stop()
-        self._torch_peaks = self._read_torch_peaks()
+        self._keep_torch_peaks()
         self._sampler.gpu.close()
         if self._sampler.host is not None:
             self._sampler.host.close()
@@ -157,6 +161,29 @@ class PerformanceMonitor:
             yield
         finally:
             self.end_window(name)
+
+    @contextlib.contextmanager
+    def paused(self, what: str) -> Iterator[None]:
+        """Leave the block out of every open window and of the allocator peaks; ``what`` names it in
+        the record's ``overall.excluded`` (with its length in seconds).
+
+        The open windows end before the block and open again, under the same names, after it (a
+        name's windows merge: their durations and energies add). The allocator peaks reached so far
+        are kept, and torch's peak counters are reset after the block, so memory the block held
+        (a batch-size probe's largest batch, another monitor's benchmark) does not enter them.
+        """
+        names = list(self._open)
+        for name in names:
+            self.end_window(name)
+        self._keep_torch_peaks()
+        started = self.clock.now()
+        try:
+            yield
+        finally:
+            self._excluded.append({"what": what, "seconds": self.clock.now() - started})
+            self._reset_torch_peaks([g.index for g in self._gpu_infos] if self._gpu_source is None else [])
+            for name in names:
+                self.begin_window(name)
 
     def measurement(self, name: str) -> Measurement | None:
         """All closed windows called ``name`` merged into one, or ``None`` if there were none."""
@@ -219,15 +246,18 @@ class PerformanceMonitor:
             for i in indices:
                 torch.cuda.reset_peak_memory_stats(i)
 
-    def _read_torch_peaks(self) -> dict[str, float] | None:
+    def _keep_torch_peaks(self) -> None:
+        """Fold torch's current peak counters (GiB, summed over the watched GPUs) into the kept ones."""
         torch = sys.modules.get("torch")
         if torch is None or self._gpu_source is not None or not self._gpu_infos:
-            return None
+            return
         indices = [g.index for g in self._gpu_infos]
-        return {
+        now = {
             "allocated_peak_gib": sum(torch.cuda.max_memory_allocated(i) for i in indices) / 1024**3,
             "reserved_peak_gib": sum(torch.cuda.max_memory_reserved(i) for i in indices) / 1024**3,
         }
+        kept = self._torch_peaks or {}
+        self._torch_peaks = {key: max(value, kept.get(key, 0.0)) for key, value in now.items()}
 
     def _unavailable(self) -> dict[str, str]:
         assert self._sampler is not None
@@ -238,41 +268,25 @@ class PerformanceMonitor:
 
     # -- the record ------------------------------------------------------------------------------
 
-    def summary(self) -> dict:
-        """The efficiency record: ``kinds`` (one block per request kind), ``overall``, provenance."""
+    def state(self, **extra) -> MonitorState:
+        """What this monitor measured, as plain data (to combine with other processes' states);
+        ``extra`` = the caller's per-process facts for the record's ``ranks`` block."""
         if self._sampler is None:
-            raise RuntimeError("summary() needs a monitor that was entered")
-        kinds = {
-            kind: summarize(kind, batches, self.measurement(kind), self.model_shape, self.peaks)
-            for kind, batches in self._batches.items()
-        }
-        total = self.measurement(TOTAL)
-        measured = [b for batches in self._batches.values() for b in batches if not b.warmup]
-        latency = Stats.from_values([b.latency_s for b in measured], "s")
-        unavailable = self._unavailable()
-        if self._torch_peaks is None:
-            unavailable.setdefault("torch_peak_memory", "no CUDA device watched by torch in this run")
-        overall = {
-            "batches": len(measured),
-            "al_s": latency.mean,
-            "latency_s": latency.to_dict(),
-            "window": None if total is None else total.to_dict(),
-            "amu": None if total is None else total.amu,
-            "pcu": None if total is None else total.pcu,
-            "aec_w": None if total is None else total.aec_w,
-            "energy_j": None if total is None else total.energy_j,
-            "memory_peak_gib": None if total is None else total.memory_used_peak_gib,
-            "torch_memory": self._torch_peaks,
-            "host_rss_peak_gib": None if total is None else total.host_rss_peak_gib,
-        }
-        return {
-            "schema": SCHEMA,
-            "overall": overall,
-            "kinds": kinds,
-            "model": None if self.model_shape is None else self.model_shape.to_dict(),
-            "peaks": None if self.peaks is None else self.peaks.to_dict(),
-            "provenance": provenance.collect(
+            raise RuntimeError("state() needs a monitor that was entered")
+        names = [TOTAL, *self._batches]
+        windows = {name: m for name in names if (m := self.measurement(name)) is not None}
+        return MonitorState(
+            batches={kind: list(batches) for kind, batches in self._batches.items()},
+            windows=windows,
+            torch_memory=self._torch_peaks,
+            excluded=list(self._excluded),
+            unavailable=self._unavailable(),
+            provenance=provenance.collect(
                 self._gpu_infos, self.interval_s, self.warmup_batches, self._started
             ),
-            "unavailable": unavailable,
-        }
+            extra=extra,
+        )
+
+    def summary(self) -> dict:
+        """The efficiency record: ``kinds`` (one block per request kind), ``overall``, provenance."""
+        return build_record([self.state()], self.model_shape, self.peaks)

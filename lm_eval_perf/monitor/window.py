@@ -166,50 +166,87 @@ def measure(
     )
 
 
+# How each quantity of several windows combines, (one after another, side by side): "add" sums,
+# "max" takes the largest, "time" averages weighted by duration, "gpu" averages weighted by GPU count
+# (side by side = data-parallel ranks on different GPUs, see :func:`combine_parallel`).
+_COMBINE: dict[str, tuple[str, str]] = {
+    "amu": ("time", "gpu"),
+    "memory_used_avg_gib": ("time", "add"),
+    "memory_used_peak_gib": ("max", "add"),
+    "process_memory_peak_gib": ("max", "add"),
+    "pcu": ("time", "gpu"),
+    "pcu_peak": ("max", "max"),
+    "aec_w": ("time", "add"),
+    "energy_j": ("add", "add"),
+    "energy_integrated_j": ("add", "add"),
+    "host_rss_peak_gib": ("max", "add"),
+    "host_cpu_avg_pct": ("time", "add"),
+}
+
+
+def _fold(parts: list[Measurement], attr: str, rule: str) -> float | None:
+    """``attr`` of ``parts`` combined by ``rule`` (see :data:`_COMBINE`); ``None`` if any is missing."""
+    weight = {"time": lambda p: p.duration_s, "gpu": lambda p: p.gpu_count}.get(rule, lambda p: 1.0)
+    pairs = [(getattr(p, attr), weight(p)) for p in parts]
+    if rule == "gpu":
+        pairs = [(v, w) for v, w in pairs if w]  # a rank without GPUs has no GPU average to give
+    if not pairs or any(v is None for v, _ in pairs):
+        return None
+    if rule == "add":
+        return sum(v for v, _ in pairs)
+    if rule == "max":
+        return max(v for v, _ in pairs)
+    total = sum(w for _, w in pairs)
+    return None if total <= 0 else sum(v * w for v, w in pairs) / total
+
+
+def _combined(
+    name: str, parts: list[Measurement], side_by_side: bool, duration_s: float, rapl_j: float | None
+) -> Measurement:
+    sources = {p.energy_source for p in parts}
+    unavailable: dict[str, str] = {}
+    for p in parts:
+        unavailable.update(p.unavailable)
+    gpus = [p.gpu_count for p in parts]
+    return Measurement(
+        name=name,
+        start_s=min(p.start_s for p in parts),
+        end_s=max(p.end_s for p in parts),
+        duration_s=duration_s,
+        gpu_count=sum(gpus) if side_by_side else max(gpus),
+        energy_source=sources.pop() if len(sources) == 1 else "mixed",
+        host_rapl_energy_j=rapl_j,
+        unavailable=unavailable,
+        **{attr: _fold(parts, attr, rules[side_by_side]) for attr, rules in _COMBINE.items()},
+    )
+
+
 def merge(name: str, parts: list[Measurement]) -> Measurement:
-    """One :class:`Measurement` for several disjoint windows of the same name.
+    """One :class:`Measurement` for several disjoint windows of the same name, one after another.
 
     Durations, energies and integrals add; time averages are weighted by duration; peaks take the max.
     """
     if len(parts) == 1:
         return parts[0]
-    total = sum(p.duration_s for p in parts)
+    rapl = _sum([p.host_rapl_energy_j for p in parts])
+    return _combined(name, parts, False, sum(p.duration_s for p in parts), rapl)
 
-    def add(attr: str) -> float | None:
-        return _sum([getattr(p, attr) for p in parts])
 
-    def weighted(attr: str) -> float | None:
-        values = [getattr(p, attr) for p in parts]
-        if total <= 0 or any(v is None for v in values):
-            return None
-        return sum(v * p.duration_s for v, p in zip(values, parts)) / total
+def combine_parallel(name: str, parts: list[Measurement], hosts: list[str]) -> Measurement:
+    """One :class:`Measurement` for windows of the same name that ran *at the same time* in several
+    processes (data-parallel ranks, each on its own GPUs); ``hosts[i]`` is the host of ``parts[i]``.
 
-    def highest(attr: str) -> float | None:
-        values = [getattr(p, attr) for p in parts]
-        return None if any(v is None for v in values) else max(values)
-
-    sources = {p.energy_source for p in parts}
-    unavailable: dict[str, str] = {}
-    for p in parts:
-        unavailable.update(p.unavailable)
-    return Measurement(
-        name=name,
-        start_s=min(p.start_s for p in parts),
-        end_s=max(p.end_s for p in parts),
-        duration_s=total,
-        gpu_count=max(p.gpu_count for p in parts),
-        amu=weighted("amu"),
-        memory_used_avg_gib=weighted("memory_used_avg_gib"),
-        memory_used_peak_gib=highest("memory_used_peak_gib"),
-        process_memory_peak_gib=highest("process_memory_peak_gib"),
-        pcu=weighted("pcu"),
-        pcu_peak=highest("pcu_peak"),
-        aec_w=weighted("aec_w"),
-        energy_j=add("energy_j"),
-        energy_source=sources.pop() if len(sources) == 1 else "mixed",
-        energy_integrated_j=add("energy_integrated_j"),
-        host_rss_peak_gib=highest("host_rss_peak_gib"),
-        host_cpu_avg_pct=weighted("host_cpu_avg_pct"),
-        host_rapl_energy_j=add("host_rapl_energy_j"),
-        unavailable=unavailable,
-    )
+    The ranks' GPUs are added up: GPU counts, energies, power (``aec_w`` is the sum of each rank's
+    average power), memory in GiB and host RSS add; AMU and PCU are averaged over all GPUs; the
+    duration is the longest rank's (the run's wall time); peaks take the max. A host's RAPL package
+    counter is seen by every rank on that host: it counts once per host (the largest reading).
+    ``start_s``/``end_s`` come from each process's monotonic clock: comparable on one host only.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    rapl_by_host: dict[str, float | None] = {}
+    for host, part in zip(hosts, parts):
+        value, seen = part.host_rapl_energy_j, rapl_by_host.get(host, 0.0)
+        rapl_by_host[host] = None if value is None or seen is None else max(seen, value)
+    duration = max(p.duration_s for p in parts)
+    return _combined(name, parts, True, duration, _sum(list(rapl_by_host.values())))

@@ -7,7 +7,7 @@ per token). Prefill and decode are timed separately from those marks: TTFT = sta
 each decode step = one token mark -> the next.
 
 * ``eager`` - :class:`HFGenerate`: lm-eval's own ``_model_generate`` (``model.generate`` with a
-  dynamic cache), a :class:`~lm_eval_perf.models.session.TokenTimer` marking every token.
+  dynamic cache), a :class:`~lm_eval_perf.monitor.clock.TokenTimer` marking every token.
 * ``static`` - :class:`StaticLoop`: a ``transformers.StaticCache``, an eager prefill, then a
   fixed-length greedy decode loop with no stopping criteria and no host sync per token (the argmax
   stays on the device). On a single GPU the decode step is compiled (``torch.compile``,
@@ -37,8 +37,7 @@ from typing import Any
 import torch
 import transformers
 
-from lm_eval_perf.models.session import TokenTimer
-from lm_eval_perf.monitor.clock import Clock
+from lm_eval_perf.monitor.clock import Clock, TokenTimer
 from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
 
 WARMUP_STEPS = 3  # eager/compiled decode steps run before a CUDA graph is captured

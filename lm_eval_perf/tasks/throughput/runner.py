@@ -148,7 +148,7 @@ def run(lm, options: dict) -> dict:
     results = ResultsFile(lm.artifacts_dir() / THROUGHPUT.filename)
     finished = results.records()
     identity = _identity(lm)
-    clock = clock_for(lm.devices)
+    clock = clock_for(lm.devices, lm.event_device)
     monitor = lm.new_monitor()
     on_device = torch.cuda.device(lm.devices[0]) if len(lm.devices) == 1 else contextlib.nullcontext()
     records: list[dict] = []

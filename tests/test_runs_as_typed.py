@@ -1,0 +1,151 @@
+"""The README's `lm_eval --model perf-hf` commands run as printed on a CPU-only machine, and their records
+are the whole run's: no `--device`, data parallel over two processes, `--batch_size auto`, a plugin
+task after an evaluation task.
+
+Real parts: lm-eval's CLI in a subprocess, the bundled SmolLM2 weights, tiny-llama built from its config
+(lm-eval seeds torch before the model is made, so every process builds the same weights), BBH files
+from the shared data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.readme import readme_command, run_as_printed
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, bbh_dir) -> Path:
+    """A folder laid out as the README assumes: the checkout's working directory beside ``shared/``."""
+    base = tmp_path_factory.mktemp("typed")
+    (base / "shared").symlink_to(bbh_dir.parent.parent)
+    (base / "work").mkdir()
+    return base / "work"
+
+
+def results_of(folder: Path) -> dict:
+    found = sorted(folder.rglob("results_*.json"))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text())
+
+
+def lm_eval(args: list[str], out: Path, bbh_dir: Path, **options) -> dict:
+    """`lm_eval --model perf-hf` with ``args`` (no --device) and ``options`` in ``--metadata``, its
+    results JSON."""
+    metadata = json.dumps({"bbh_dir": str(bbh_dir), **options})
+    command = [sys.executable, "-m", "lm_eval", "--model", "perf-hf", *args, "--metadata", metadata]
+    proc = subprocess.run([*command, "--output_path", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results_of(out)
+
+
+def assert_span_less_the_excluded_block(window: dict, excluded_s: float) -> None:
+    """A window that closed for a block of ``excluded_s`` seconds and opened again lasts its span less
+    the block. Window edges are stamped by the sampler thread, which a busy 2-core machine may delay
+    by tenths of a second, so the check allows half the block either way."""
+    span = window["end_s"] - window["start_s"]
+    assert excluded_s > 0
+    assert span - 1.5 * excluded_s <= window["duration_s"] <= span - 0.5 * excluded_s, (window, excluded_s)
+
+
+@pytest.mark.slow
+def test_readme_offline_bbh_command_runs_as_printed_on_a_cpu_machine(workdir):
+    command = readme_command("lm_eval --model perf-hf", "bundled:smollm2")
+    assert "--device" not in command
+    proc = run_as_printed(command, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_of(workdir / "results" / "bbh_local")
+    record = results["config"]["efficiency"]
+    assert results["config"]["model_args"]["pretrained"] == "bundled:smollm2"
+    assert record["load"]["device"] == "cpu" and record["world_size"] == 1
+    assert 0.0 <= results["results"]["leaderboard_bbh_local"]["acc_norm,none"] <= 1.0
+    assert sum(task["requests"] for task in record["tasks"].values()) > 24
+    assert record["kinds"]["loglikelihood"]["batches"] > 0 and record["overall"]["energy_j"] is None
+    assert "lm-eval-perf efficiency" in proc.stdout
+
+
+@pytest.mark.slow
+def test_data_parallel_cpu_run_records_the_whole_run_like_one_process(workdir, bbh_dir):
+    command = readme_command("ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2")
+    proc = run_as_printed(command, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = results_of(workdir / "results" / "data_parallel")
+    # the same evaluation in one process (the README command without torchrun)
+    args = command.split(" -m lm_eval --model perf-hf ", 1)[1].split(" --metadata ")[0].split()
+    one = lm_eval(args, workdir / "one_process", bbh_dir)
+
+    assert both["results"] == one["results"]  # lm-eval's own gather: identical accuracy
+    dp, single = both["config"]["efficiency"], one["config"]["efficiency"]
+    assert dp["world_size"] == 2 and single["world_size"] == 1
+    assert [r["rank"] for r in dp["ranks"]] == [0, 1] and all(r["batches"] > 0 for r in dp["ranks"])
+    assert {task: t["requests"] for task, t in dp["tasks"].items()} == {
+        task: t["requests"] for task, t in single["tasks"].items()
+    }
+    for key in ("samples", "prompt_tokens"):
+        assert dp["kinds"]["loglikelihood"][key] == single["kinds"]["loglikelihood"][key], key
+        assert sum(r[key] for r in dp["ranks"]) == dp["kinds"]["loglikelihood"][key], key
+    # --limit 3 gives one rank a document more: lm-eval pads the other with copies, not requests
+    assert sum(sum(r["padding_requests"].values()) for r in dp["ranks"]) > 0
+    latencies = dp["kinds"]["loglikelihood"]["latency_s"]
+    assert latencies["count"] == sum(r["batches"] for r in dp["ranks"])
+    assert dp["overall"]["window"]["duration_s"] == pytest.approx(max(r["seconds"] for r in dp["ranks"]))
+
+
+@pytest.mark.slow
+def test_batch_size_auto_probe_stays_out_of_the_record(tmp_path, bbh_dir):
+    common = [
+        "--model_args",
+        "pretrained=arch:tiny-llama",
+        "--tasks",
+        "leaderboard_bbh_local",
+        "--limit",
+        "1",
+    ]
+    auto = lm_eval([*common, "--batch_size", "auto", "--max_batch_size", "4"], tmp_path / "auto", bbh_dir)
+    fixed = lm_eval([*common, "--batch_size", "4"], tmp_path / "fixed", bbh_dir)
+    record = auto["config"]["efficiency"]
+    (probe,) = record["batch_size_probe"]
+    assert probe["chosen_batch_size"] == 4 and probe["start_batch_size"] == 4 and probe["positions"] > 100
+    assert fixed["config"]["efficiency"]["batch_size_probe"] is None
+    # the probe's five forward passes are not batches of the evaluation
+    ll = record["kinds"]["loglikelihood"]
+    assert ll["batches"] == fixed["config"]["efficiency"]["kinds"]["loglikelihood"]["batches"]
+    # the window closed for the probe and opened again: its span minus the probe's time
+    (excluded,) = record["overall"]["excluded"]
+    assert excluded["what"] == "batch_size_probe"
+    assert_span_less_the_excluded_block(ll["window"], excluded["seconds"])
+    assert auto["results"] == fixed["results"]
+
+
+@pytest.mark.slow
+def test_plugin_task_after_an_evaluation_task_stays_out_of_its_windows(tmp_path, bbh_dir):
+    args = ["--model_args", "pretrained=arch:tiny-llama", "--tasks", "leaderboard_bbh_local,perf_throughput"]
+    sweep = {"batch_sizes": [1], "gen_lengths": [4], "prompt_len": 16, "min_iterations": 2, "min_seconds": 0}
+    results = lm_eval([*args, "--limit", "1", "--batch_size", "4"], tmp_path, bbh_dir, **sweep)
+    record = results["config"]["efficiency"]
+    (excluded,) = record["overall"]["excluded"]
+    assert excluded["what"] == "plugin task perf_throughput"
+    assert_span_less_the_excluded_block(record["overall"]["window"], excluded["seconds"])
+    assert set(record["kinds"]) == {"loglikelihood"}  # the sweep's generate calls are its own
+
+
+def test_device_in_model_args_is_one_line_naming_the_device_flag(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lm_eval", "--model", "perf-hf", "--model_args"]
+    command += [
+        "pretrained=arch:tiny-llama,device=cpu",
+        "--tasks",
+        "perplexity_local",
+        "--output_path",
+        str(out),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lm-eval-perf: error:")]
+    assert len(lines) == 1 and "use --device cpu" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
