@@ -64,7 +64,10 @@ def test_readme_offline_bbh_command_runs_as_printed_on_a_cpu_machine(workdir):
     assert results["config"]["model_args"]["pretrained"] == "bundled:smollm2"
     assert record["load"]["device"] == "cpu" and record["world_size"] == 1
     assert 0.0 <= results["results"]["leaderboard_bbh_local"]["acc_norm,none"] <= 1.0
-    assert sum(task["requests"] for task in record["tasks"].values()) > 24
+    requests = sum(task["requests"] for task in record["tasks"].values())
+    ll = record["kinds"]["loglikelihood"]
+    assert requests > 24 and ll["requests"] == requests > ll["samples"]  # rows share contexts
+    assert record["load"]["source_time_s"] >= 0 and record["load"]["load_time_s"] > 0
     assert record["kinds"]["loglikelihood"]["batches"] > 0 and record["overall"]["energy_j"] is None
     assert "lm-eval-perf efficiency" in proc.stdout
 

@@ -175,6 +175,7 @@ class PerfHFLM(HFLM):
             _check_writable(registration.output_path())  # fail now, not after hours of evaluation
 
         self.source: sources.ModelSource | None = None
+        started = time.perf_counter()
         if isinstance(pretrained, str):
             self.source = sources.resolve(
                 pretrained, kwargs.pop("tokenizer", None), kwargs.pop("gguf_file", None)
@@ -186,6 +187,7 @@ class PerfHFLM(HFLM):
             )
         else:
             kwargs["pretrained"] = pretrained
+        self.source_time_s = time.perf_counter() - started  # a bundled model's conversion on first use
         started = time.perf_counter()
         super().__init__(**kwargs)
         self.load_time_s = time.perf_counter() - started
@@ -446,6 +448,7 @@ class PerfHFLM(HFLM):
                 "model": self.source.label if self.source else type(self.model).__name__,
                 "random_weights": bool(self.source and self.source.random_weights),
                 "load_time_s": self.load_time_s,
+                "source_time_s": self.source_time_s,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device),
                 **self.plan.record(self.model),  # "precision" and "compression" blocks

@@ -207,6 +207,10 @@ def efficiency_record(
                 counts[kind][task][0] += requests
                 counts[kind][task][1] += chars
     record["tasks"] = _per_task(counts, record["kinds"])
+    for kind, block in record["kinds"].items():
+        # requests lm-eval asked for; ``samples`` counts the rows the model computed, fewer for
+        # loglikelihood (lm-eval scores requests that share a context in one row)
+        block["requests"] = sum(requests for requests, _ in counts.get(kind, {}).values())
     return record
 
 
