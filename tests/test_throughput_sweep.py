@@ -35,10 +35,12 @@ NONE_ON_CPU = (
     "peak_memory_reserved_gib",
     "device_memory_peak_gib",
     "energy_j",
+    "energy_error_bound",
     "energy_per_token_j",
     "avg_power_w",
 )
 UNIT_SUFFIXES = ("_s", "_gib", "_j", "_w", "_per_s", "_mfu", "_mbu", "_fraction")
+DIMENSIONLESS = ("iterations", "warmup_iterations", "energy_error_bound")  # a fraction of energy_j
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_two_by_two_sweep_records_every_field_with_its_unit(lm, in_tmp):
         assert r["bottleneck"] in ("memory-bound", "compute-bound", "overhead-bound")
         assert r["bottleneck_phase"] in ("prefill", "decode")
         measured = [k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        assert all(k.endswith(UNIT_SUFFIXES) or k in ("iterations", "warmup_iterations") for k in measured)
+        assert all(k.endswith(UNIT_SUFFIXES) or k in DIMENSIONLESS for k in measured)
     metrics = result["metrics"]
     assert metrics["points_ok"] == 4 and metrics["points_oom"] == 0
     assert metrics["best_decode_tokens_per_s"] == max(r["decode_tokens_per_s"] for r in records)

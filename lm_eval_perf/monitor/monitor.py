@@ -27,10 +27,9 @@ from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import Clock, clock_for
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
-from lm_eval_perf.monitor.requests import BatchRecord, summarize
+from lm_eval_perf.monitor.requests import BatchRecord, overall, summarize
 from lm_eval_perf.monitor.sampler import Edge, Sampler
 from lm_eval_perf.monitor.sources import GpuInfo, GpuSource, HostSource, NoGpuSource, NvmlSource, Sample
-from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement, measure, merge
 
 SCHEMA = "lm-eval-perf/efficiency/1"
@@ -110,7 +109,8 @@ class PerformanceMonitor:
         cuda_indices = [g.index for g in self._gpu_infos] if self._gpu_source is None else []
         self.clock = clock_for(cuda_indices)
         if self.peaks is None:
-            self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None)
+            dtype = None if self.model_shape is None else self.model_shape.compute_dtype
+            self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None, dtype=dtype)
         self._reset_torch_peaks(cuda_indices)
         self._sampler = Sampler(gpu, host, self.interval_s)
         self._sampler.start()
@@ -184,8 +184,10 @@ class PerformanceMonitor:
         decode_steps: int | None = None,
         ttft_s: float | None = None,
         tpot_s: float | None = None,
+        row_tokens: Sequence[int] | None = None,
     ) -> BatchRecord:
-        """Record one timed batch of request kind ``kind`` (seconds; token counts for the batch)."""
+        """Record one timed batch of request kind ``kind`` (seconds; token counts for the batch;
+        ``generated_tokens`` = the tokens kept, ``row_tokens`` = each row's unpadded prompt length)."""
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
         record = BatchRecord(
@@ -199,6 +201,7 @@ class PerformanceMonitor:
             ttft_s=ttft_s,
             tpot_s=tpot_s,
             warmup=len(self._batches[kind]) < self.warmup_batches,
+            row_tokens=None if row_tokens is None else tuple(row_tokens),
         )
         self._batches[kind].append(record)
         return record
@@ -246,28 +249,14 @@ class PerformanceMonitor:
             kind: summarize(kind, batches, self.measurement(kind), self.model_shape, self.peaks)
             for kind, batches in self._batches.items()
         }
-        total = self.measurement(TOTAL)
-        measured = [b for batches in self._batches.values() for b in batches if not b.warmup]
-        latency = Stats.from_values([b.latency_s for b in measured], "s")
         unavailable = self._unavailable()
         if self._torch_peaks is None:
             unavailable.setdefault("torch_peak_memory", "no CUDA device watched by torch in this run")
-        overall = {
-            "batches": len(measured),
-            "al_s": latency.mean,
-            "latency_s": latency.to_dict(),
-            "window": None if total is None else total.to_dict(),
-            "amu": None if total is None else total.amu,
-            "pcu": None if total is None else total.pcu,
-            "aec_w": None if total is None else total.aec_w,
-            "energy_j": None if total is None else total.energy_j,
-            "memory_peak_gib": None if total is None else total.memory_used_peak_gib,
-            "torch_memory": self._torch_peaks,
-            "host_rss_peak_gib": None if total is None else total.host_rss_peak_gib,
-        }
+        batches = [b for kind_batches in self._batches.values() for b in kind_batches]
+        overall_block = overall(batches, self.measurement(TOTAL), self._torch_peaks)
         return {
             "schema": SCHEMA,
-            "overall": overall,
+            "overall": overall_block,
             "kinds": kinds,
             "model": None if self.model_shape is None else self.model_shape.to_dict(),
             "peaks": None if self.peaks is None else self.peaks.to_dict(),
