@@ -348,6 +348,11 @@ def test_rapl_counters_add_package_domains_and_survive_wraparound(tmp_path):
 # -- issue 22: every figure faithful -------------------------------------------------------------
 
 
+def gen(latency_s: float, batch_size: int, **fields) -> BatchRecord:
+    """One timed ``generate_until`` batch."""
+    return BatchRecord("generate_until", latency_s, batch_size, **fields)
+
+
 def test_a_zero_length_window_has_no_energy_and_says_why_never_zero():
     samples = trace()
     host = HostReading(rss_bytes=GIB, cpu_pct=5.0, rapl_energy_j=12.0)
@@ -357,7 +362,7 @@ def test_a_zero_length_window_has_no_energy_and_says_why_never_zero():
     assert m.energy_j is None and m.aec_w is None and m.energy_integrated_j is None
     assert m.host_rapl_energy_j is None
     assert "zero length" in m.unavailable["energy_j"]
-    batches = [BatchRecord("generate_until", 0.0, 1, prompt_tokens=4, generated_tokens=2, decode_steps=2)]
+    batches = [gen(0.0, 1, prompt_tokens=4, generated_tokens=2, decode_steps=2)]
     block = summarize("generate_until", batches, m, None, None)
     assert block["energy_j"] is None and block["energy_per_token_j"] is None
     assert "zero length" in block["unavailable"]["energy_per_token_j"]
@@ -461,29 +466,11 @@ def test_single_step_generations_leave_mbu_null_with_a_reason_and_out_of_the_dec
         params=1000, weight_bytes=2000, n_layers=1, n_kv_heads=1, head_dim=4, kv_bytes_per_element=2
     )
     peaks = DevicePeaks("test", flops=1e12, bandwidth=1e9, source="test")
-    one = BatchRecord(
-        "generate_until",
-        1.0,
-        2,
-        prompt_tokens=8,
-        generated_tokens=2,
-        prompt_len=4,
-        decode_steps=1,
-        ttft_s=0.9,
-    )
+    one = gen(1.0, 2, prompt_tokens=8, generated_tokens=2, prompt_len=4, decode_steps=1, ttft_s=0.9)
     block = summarize("generate_until", [one], None, shape, peaks)
     assert block["mbu"] is None and block["decode_tokens_per_s"] is None
     assert "single step" in block["unavailable"]["mbu"]
-    three = BatchRecord(
-        "generate_until",
-        2.0,
-        2,
-        prompt_tokens=8,
-        generated_tokens=6,
-        prompt_len=4,
-        decode_steps=3,
-        ttft_s=1.0,
-    )
+    three = gen(2.0, 2, prompt_tokens=8, generated_tokens=6, prompt_len=4, decode_steps=3, ttft_s=1.0)
     block = summarize("generate_until", [one, three], None, shape, peaks)
     # only the 3-step batch decodes: 2 steps of (2000 B + 2 rows x the K/V of 5 and 6 positions x 16 B)
     assert block["mbu"] == pytest.approx((2 * 2000 + 2 * (5 + 6) * 16) / 1.0 / 1e9)
@@ -509,8 +496,7 @@ def full_shape() -> ModelShape:
 
 def test_generation_mfu_counts_lm_head_once_per_row_and_causal_attention():
     peaks = DevicePeaks("test", flops=1e9, bandwidth=1e9, source="test")
-    batch = BatchRecord(
-        "generate_until",
+    batch = gen(
         1.0,
         2,
         prompt_tokens=7,
@@ -540,9 +526,7 @@ def test_it_and_energy_per_token_count_kept_tokens_with_the_computed_ones_beside
     samples = trace()
     window = measure("generate_until", samples, samples[0], samples[-1], {})  # 2000 J over 4 s
     # 2 rows x 10 steps computed; the rows kept 3 and 10 tokens
-    batch = BatchRecord(
-        "generate_until", 2.0, 2, prompt_tokens=8, generated_tokens=13, prompt_len=4, decode_steps=10
-    )
+    batch = gen(2.0, 2, prompt_tokens=8, generated_tokens=13, prompt_len=4, decode_steps=10)
     block = summarize("generate_until", [batch], window, None, None)
     assert block["generated_tokens"] == 13 and block["generated_tokens_computed"] == 20
     assert block["it_tokens_per_s"] == pytest.approx(13 / 2.0)
@@ -595,16 +579,7 @@ def test_peak_flops_follow_the_compute_dtype():
 def test_unknown_card_gives_null_mfu_and_mbu_with_a_reason_unless_peaks_are_given():
     peaks = peaks_for("Imaginary Accelerator 9000")
     assert peaks.flops is None and peaks.bandwidth is None
-    batch = BatchRecord(
-        "generate_until",
-        1.0,
-        1,
-        prompt_tokens=4,
-        generated_tokens=3,
-        prompt_len=4,
-        decode_steps=3,
-        ttft_s=0.5,
-    )
+    batch = gen(1.0, 1, prompt_tokens=4, generated_tokens=3, prompt_len=4, decode_steps=3, ttft_s=0.5)
     block = summarize("generate_until", [batch], None, full_shape(), peaks)
     assert block["mfu"] is None and "Imaginary Accelerator 9000" in block["unavailable"]["mfu"]
     assert block["mbu"] is None and "Imaginary Accelerator 9000" in block["unavailable"]["mbu"]
