@@ -129,6 +129,19 @@ def test_rerun_reuses_finished_points_and_a_grown_grid_measures_only_new_ones(lm
     assert len(changed) == 3 and changed[2]["key"]["options_sha"] != first[0]["key"]["options_sha"]
 
 
+def test_a_point_recorded_under_an_older_schema_is_measured_again(lm, in_tmp):
+    options = {**FAST, "batch_sizes": [1], "gen_lengths": [3]}
+    runner.run(lm, options)
+    (record,) = _lines(in_tmp)
+    assert record["schema"] == runner.SCHEMA
+    old = {**record, "schema": "lm-eval-perf/throughput/1", "prefill_mfu": 123.0}  # the old formulas
+    (in_tmp / THROUGHPUT.filename).write_text(json.dumps(old) + "\n")
+    result = runner.run(lm, options)
+    again = _lines(in_tmp)
+    assert len(again) == 2 and again[1]["schema"] == runner.SCHEMA and again[1]["prefill_mfu"] != 123.0
+    assert result["metrics"]["points_ok"] == 1
+
+
 def test_max_sweep_seconds_leaves_the_rest_for_a_rerun(lm, in_tmp):
     options = {**FAST, "batch_sizes": [1, 2], "gen_lengths": [3], "max_sweep_seconds": 0}
     first = runner.run(lm, options)
