@@ -63,8 +63,8 @@ MODES = ("eager", "static", "static-shapes")  # static-shapes: compile_shapes=st
 
 
 def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int) -> dict:
-    """One throughput-task point on ``lm`` (``mode``: one of :data:`MODES`): decode tok/s, allocator
-    peak memory, J/token, decode path."""
+    """One throughput-task point on ``lm`` (``mode``: one of :data:`MODES`), measured afresh on every
+    call: decode tok/s, allocator peak memory, J/token, decode path."""
     backend = "eager" if mode == "eager" else "static"
     lm.generation_backend = backend
     options = {
@@ -78,13 +78,15 @@ def decode(lm, batch: int, prompt: int, new_tokens: int, mode: str, repeats: int
         "warmup_iterations": 1,
     }
     result = runner.run(lm, options)
+    results = Path(result["artifacts"][THROUGHPUT.key])
     records = [
         r
-        for r in ResultsFile(Path(result["artifacts"][THROUGHPUT.key])).records().values()
+        for r in ResultsFile(results).records().values()
         if r["key"]["backend"] == backend
         and r["key"]["batch_size"] == batch
         and r["key"]["new_tokens"] == new_tokens
     ]
+    results.unlink()  # the runner resumes from this file: the next call measures afresh
     if not records:
         return {"error": "the throughput runner recorded no point"}
     record = records[-1]

@@ -35,6 +35,8 @@ import torch
 from _models import random_model
 from _out import save
 
+from lm_eval_perf.report.console import fmt, render_efficiency
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -112,18 +114,21 @@ class FullCollections:
 class MonitorTime:
     """Seconds the process spends inside the monitor's own calls on the evaluating thread.
 
-    Wraps the :class:`PerformanceMonitor` entry points (enter/exit, window edges, summary) and adds
+    Wraps the :class:`PerformanceMonitor` entry points (enter/exit, window edges, summary) and
+    perf-hf's count of the generated tokens lm-eval keeps (it decodes each generated row), and adds
     up their wall time, the outermost call only (``__enter__`` opens a window itself). What a
     perf-hf run costs beyond this is elsewhere: batch synchronization, hooks, the sampler thread."""
 
     METHODS = ("__enter__", "__exit__", "begin_window", "end_window", "summary")
 
     def __init__(self):
+        from lm_eval_perf.models import perf_hf
         from lm_eval_perf.monitor import PerformanceMonitor
 
         self.seconds, self._depth = 0.0, 0
         for name in self.METHODS:
             setattr(PerformanceMonitor, name, self._timed(getattr(PerformanceMonitor, name)))
+        perf_hf.kept_tokens = self._timed(perf_hf.kept_tokens)
 
     def _timed(self, method):
         def call(*args, **kwargs):
@@ -311,10 +316,26 @@ def main() -> int:
         )
     m = summary["monitor"]
     print(
-        f"\nperf-hf inside the monitor's calls: median {m['perf_hf_median_s'] * 1e3:.1f} ms, max "
-        f"{m['perf_hf_max_s'] * 1e3:.1f} ms per run; total ratio with that time taken out: median "
+        f"\nperf-hf inside the monitor's calls and the kept-token count: median "
+        f"{m['perf_hf_median_s'] * 1e3:.1f} ms, max {m['perf_hf_max_s'] * 1e3:.1f} ms per run; "
+        "total ratio with that time taken out: median "
         f"{m['total_ratio_without_it_median']:.4f} (95 % CI {m['total_ratio_without_it_95ci'][0]:.4f}-"
         f"{m['total_ratio_without_it_95ci'][1]:.4f})"
+    )
+    print(render_efficiency(record))
+    generation = (record.get("kinds") or {}).get("generate_until")
+    if generation:
+        print(
+            f"generate_until: {generation['generated_tokens']} generated tokens kept of "
+            f"{generation['generated_tokens_computed']} computed; IT {fmt(generation['it_tokens_per_s'], 1)} "
+            f"tok/s kept, {fmt(generation['it_computed_tokens_per_s'], 1)} computed"
+        )
+    overall = record.get("overall") or {}
+    window = overall.get("window") or {}
+    print(
+        f"whole run: {fmt(overall.get('energy_j'), 1)} J, error bound "
+        f"{fmt(overall.get('energy_error_bound'))} ({window.get('energy_source')}; "
+        f"power: {window.get('power_source')})"
     )
     return 0 if same_outputs else 1
 

@@ -5,12 +5,17 @@ Part 1 (random weights, ``arch:qwen2.5-7b``): for each row, decode tok/s at batc
 generate by default - eager decode of a 7B model at batch 1 is bound by Python overhead; add
 ``--modes eager,static`` for both), peak CUDA memory and the weight bytes as held in memory.
 Goal: an int4 path ≥ 2× bf16 decode tok/s at ≤ 35 % of bf16 weight memory. Rows whose package is
-missing print the reason.
+missing print the reason. A single run is not a figure: each row is measured ``--repeats`` times
+(default 3), each time compiled afresh (Dynamo reset, Inductor's caches off - the spread between
+compilations is what one run hides), and the table gives the median tok/s with the range, and the
+ratio of medians to the first row with the range of ratios (lowest / highest of the first row ..
+highest / lowest).
 Part 2 (real weights): quantize SmolLM2 with AWQ (group 64: its hidden size 576 is no multiple of
 128), evaluate bf16 and AWQ on ``leaderboard_bbh_local`` with lm-eval: acc_norm, tok/s, energy,
 weight bytes, MCR.
 
-    python bench/precision.py            # GPU (H100: about 6 minutes)
+    python bench/precision.py            # GPU (H100: about 6 minutes per repeat)
+    python bench/precision.py --rows bf16,tinygemm-lm_head,tinygemm --skip-end-to-end --repeats 3
     python bench/precision.py --cpu --skip-decode   # part 2 on the CPU with the real model (float32
                                                     # base, AWQ on tinygemm's CPU kernel)
     python bench/precision.py --small    # CPU: tiny-llama everywhere (part 2: random weights, 0-shot,
@@ -21,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _decode import decode, device_report, free, load
@@ -73,11 +81,32 @@ def part_decode(args, device: str, report: dict) -> None:
         if lm is not None:
             row["record"] = lm.plan.record(lm.model)["precision"]
             for mode in args.modes.split(","):
-                row[mode] = decode(lm, 1, args.prompt, args.new_tokens, mode, args.repeats)
-                print(label, mode, row[mode], flush=True)
+                row[mode] = _repeated(lm, args, mode)
+                print(label, mode, {k: v for k, v in row[mode].items() if k != "runs"}, flush=True)
         rows.append(row)
         save("precision", report)
         free(lm)
+
+
+def _repeated(lm, args, mode: str) -> dict:
+    """``args.repeats`` decode measurements of one row and mode, each compiled afresh: the first run's
+    fields with ``tok_s`` the median of the runs, ``tok_s_min`` / ``tok_s_max`` the range and ``runs``
+    every run."""
+    runs = []
+    for _ in range(args.repeats):
+        free()  # Dynamo's compiled code goes: the next run compiles again
+        runs.append(decode(lm, 1, args.prompt, args.new_tokens, mode, args.iterations))
+    failed = next((r for r in runs if "error" in r), None)
+    if failed is not None:
+        return {"error": failed["error"], "runs": runs}
+    rates = [r["tok_s"] for r in runs]
+    return {
+        **runs[0],
+        "tok_s": statistics.median(rates),
+        "tok_s_min": min(rates),
+        "tok_s_max": max(rates),
+        "runs": runs,
+    }
 
 
 def _evaluate(pretrained: str, device: str, args, **model_args) -> dict:
@@ -180,7 +209,8 @@ def main() -> int:
     parser.add_argument("--modes", help="generate modes: eager,static (default static; small: eager)")
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, help="tokens per generation (default 128; small 16)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per row (median, range)")
     parser.add_argument("--model", default="bundled:smollm2", help="real model of part 2")
     parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "/work/shared/data/bbh"))
     parser.add_argument("--limit", type=int, help="BBH docs per subtask (default 20; small 1)")
@@ -203,6 +233,9 @@ def main() -> int:
     args.awq_backends = args.awq_backends or ("tinygemm" if small or args.cpu else "tinygemm,gemlite")
     if small:
         args.group_size = 32 if args.group_size == 64 else args.group_size
+    if args.repeats < 1 or args.iterations < 1:
+        raise SystemExit("--repeats and --iterations must be >= 1")
+    torch.compiler.config.force_disable_caches = args.repeats > 1  # every repeat a compilation of its own
     started = device_report(small or args.cpu)
     if started is None:
         return 2
@@ -216,14 +249,26 @@ def main() -> int:
     return 0
 
 
+def _rate_cell(got: dict, base: dict) -> str:
+    """``median [min-max] (ratio of medians× [lowest-highest ratio])`` against the first row."""
+    rate, low, high = got.get("tok_s"), got.get("tok_s_min"), got.get("tok_s_max")
+    b_rate, b_low, b_high = base.get("tok_s"), base.get("tok_s_min"), base.get("tok_s_max")
+    if rate is None or not b_rate:
+        return fmt(rate, 1)
+    spread = f"{fmt(low / b_high, 2)}-{fmt(high / b_low, 2)}" if low and b_low else "--"
+    return f"{fmt(rate, 1)} [{fmt(low, 1)}-{fmt(high, 1)}] ({fmt(rate / b_rate, 2)}× [{spread}])"
+
+
 def render(report: dict, args) -> str:
     modes = args.modes.split(",")
     decoded = report.get("decode", [])
     base = next((r for r in decoded if r.get("record")), None)
     base_bytes = base["record"]["weight_bytes"] if base else None
-    base_rate = {m: (base or {}).get(m, {}).get("tok_s") for m in modes}
+    base_runs = {m: (base or {}).get(m, {}) for m in modes}
     header = (
-        ["row", "kernel", "weight GiB", "% of first"] + [f"{m} tok/s (×first)" for m in modes] + ["peak GiB"]
+        ["row", "kernel", "weight GiB", "% of first"]
+        + [f"{m} tok/s median [range] (×first [range])" for m in modes]
+        + ["peak GiB"]
     )
     rows = []
     for row in decoded:
@@ -240,9 +285,7 @@ def render(report: dict, args) -> str:
         ]
         for m in modes:
             got = row.get(m, {})
-            rate = got.get("tok_s")
-            ratio = rate / base_rate[m] if rate and base_rate[m] else None
-            cells.append(got["error"] if "error" in got else f"{fmt(rate, 1)} ({fmt(ratio, 2)})")
+            cells.append(got["error"] if "error" in got else _rate_cell(got, base_runs[m]))
         cells.append(fmt(next((row[m].get("peak_memory_gib") for m in modes if row.get(m)), None)))
         rows.append(cells)
     parts = []

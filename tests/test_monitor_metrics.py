@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lm_eval_perf.monitor import ModelShape, PerformanceMonitor, Stats, model_compression_rate
-from lm_eval_perf.monitor.peaks import DevicePeaks
+from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
 from lm_eval_perf.monitor.requests import BatchRecord, summarize
 from lm_eval_perf.monitor.sources import GpuInfo, GpuReading, HostReading, HostSource, NoGpuSource, Sample
 from lm_eval_perf.monitor.timeline import integral, time_average
@@ -224,7 +224,7 @@ def test_the_energy_counter_is_read_for_window_edges_only_and_never_on_the_calle
     with PerformanceMonitor(interval_s=0.01, gpu_source=source) as monitor:
         time.sleep(0.05)
         with monitor.window("work"):
-            time.sleep(0.15)  # a window under the counter's 0.1 s update period integrates power instead
+            time.sleep(0.15)  # a window under ten counter update periods (1 s) integrates power instead
             deadline = time.perf_counter() + 10.0
             while len(monitor.timeline) < 12 and time.perf_counter() < deadline:
                 time.sleep(0.01)
@@ -236,7 +236,7 @@ def test_the_energy_counter_is_read_for_window_edges_only_and_never_on_the_calle
     assert set(source.counter_threads) == {"lm-eval-perf-sampler"}
     assert len(monitor.timeline) - len(with_counter) >= 10
     m = monitor.measurement("work")
-    assert m is not None and m.energy_source == "nvml_energy_counter" and m.energy_j > 0
+    assert m is not None and m.energy_source == "integrated_power" and m.energy_counter_j > 0
     assert (m.start_s, m.end_s) == (with_counter[1].t_s, with_counter[2].t_s)
 
 
@@ -343,3 +343,245 @@ def test_rapl_counters_add_package_domains_and_survive_wraparound(tmp_path):
     (tmp_path / "intel-rapl:1" / "energy_uj").write_text("400\n")  # +300 uJ
     assert host.read().rapl_energy_j == pytest.approx(500e-6)
     assert math.isclose(host.read().rapl_energy_j, 500e-6)  # unchanged counters add nothing
+
+
+# -- issue 22: every figure faithful -------------------------------------------------------------
+
+
+def gen(latency_s: float, batch_size: int, **fields) -> BatchRecord:
+    """One timed ``generate_until`` batch."""
+    return BatchRecord("generate_until", latency_s, batch_size, **fields)
+
+
+def test_a_zero_length_window_has_no_energy_and_says_why_never_zero():
+    samples = trace()
+    host = HostReading(rss_bytes=GIB, cpu_pct=5.0, rapl_energy_j=12.0)
+    edge = Sample(1.0, samples[1].gpus, host)  # both edges share this one reading
+    m = measure("instant", [edge], edge, edge, {})
+    assert m.duration_s == 0.0
+    assert m.energy_j is None and m.aec_w is None and m.energy_integrated_j is None
+    assert m.host_rapl_energy_j is None
+    assert "zero length" in m.unavailable["energy_j"]
+    batches = [gen(0.0, 1, prompt_tokens=4, generated_tokens=2, decode_steps=2)]
+    block = summarize("generate_until", batches, m, None, None)
+    assert block["energy_j"] is None and block["energy_per_token_j"] is None
+    assert "zero length" in block["unavailable"]["energy_per_token_j"]
+
+
+def test_energy_counter_is_used_from_ten_update_periods_on_with_an_error_bound():
+    samples = trace()
+    m = measure("w", samples, samples[0], samples[-1], {})  # 4 s: the counter, bound 0.1 s / 4 s
+    assert m.energy_source == "nvml_energy_counter"
+    assert m.energy_error_bound == pytest.approx(0.1 / 4.0)
+    assert m.energy_counter_j == pytest.approx(2000.0)
+    half = [Sample(0.0, samples[0].gpus, None), Sample(0.5, samples[1].gpus, None)]
+    short = measure("short", half, half[0], half[-1], {})  # 0.5 s: under ten periods
+    # GPU0 100 -> 300 W, GPU1 200 W over 0.5 s
+    assert short.energy_source == "integrated_power"
+    assert short.energy_j == pytest.approx(0.5 * (100 + 300) / 2 + 0.5 * 200)
+    assert short.energy_counter_j == pytest.approx((1200 - 1000) + (5200 - 5000))
+    assert short.energy_error_bound is None and "no error bound" in short.unavailable["energy_error_bound"]
+    both = merge("w", [m, measure("w", samples, samples[0], samples[2], {})])  # 4 s and 2 s windows
+    # absolute bounds add: 0.025 * 2000 J + 0.05 * (500 + 500) J over 3000 J
+    assert both.energy_error_bound == pytest.approx((0.025 * 2000 + 0.05 * 1000) / 3000)
+
+
+def test_aec_is_counter_energy_over_time_when_the_counter_is_used():
+    samples = trace()
+    last = samples[-1]
+    # counters 400 J above the power integral: AEC follows the counter, not the (lagging) power
+    busier = Sample(
+        last.t_s, tuple(g.__class__(**{**g.__dict__, "energy_j": g.energy_j + 200}) for g in last.gpus), None
+    )
+    m = measure("w", [*samples[:-1], busier], samples[0], busier, {})
+    assert m.energy_j == pytest.approx(2400.0) and m.energy_integrated_j == pytest.approx(2000.0)
+    assert m.aec_w == pytest.approx(2400.0 / 4.0)
+
+
+def test_window_names_the_power_reading_its_timeline_holds():
+    samples = trace()
+    instant = [
+        Sample(
+            s.t_s,
+            tuple(g.__class__(**{**g.__dict__, "power_source": "nvml_power_instant"}) for g in s.gpus),
+            None,
+        )
+        for s in samples
+    ]
+    assert measure("w", instant, instant[0], instant[-1], {}).power_source == "nvml_power_instant"
+
+
+class FakeNvml:
+    """NVML as the driver answers it (the CPU test machine has none): one GPU whose instantaneous
+    power field is offered or not."""
+
+    def __init__(self, instant_supported: bool):
+        import pynvml
+
+        self.pynvml = pynvml
+        self.instant_supported = instant_supported
+
+    def __getattr__(self, name):
+        return getattr(self.pynvml, name)
+
+    def nvmlDeviceGetFieldValues(self, handle, field_ids):
+        value = self.pynvml.c_nvmlFieldValue_t()
+        value.fieldId = field_ids[0]
+        value.valueType = self.pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+        value.value.uiVal = 312_500  # mW
+        value.nvmlReturn = 0 if self.instant_supported else self.pynvml.NVML_ERROR_NOT_SUPPORTED
+        return [value]
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 250_000  # mW, the 1-s average
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        raise self.pynvml.NVMLError(self.pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    nvmlDeviceGetUtilizationRates = nvmlDeviceGetMemoryInfo
+    nvmlDeviceGetTotalEnergyConsumption = nvmlDeviceGetMemoryInfo
+    nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetMemoryInfo
+
+
+@pytest.mark.parametrize(
+    ("supported", "watts", "source"),
+    [(True, 312.5, "nvml_power_instant"), (False, 250.0, "nvml_power_usage")],
+)
+def test_nvml_power_is_the_instantaneous_field_where_offered_else_the_one_second_average(
+    supported, watts, source
+):
+    from lm_eval_perf.monitor.sources import NvmlSource
+
+    nvml = NvmlSource()
+    nvml._nvml = FakeNvml(supported)
+    nvml._handles = [(0, "handle")]
+    for _ in range(2):  # an unsupported field is asked once, then the average is read directly
+        (reading,) = nvml.read(energy=False)
+        assert (reading.power_w, reading.power_source) == (watts, source)
+    assert ("power_instant" in nvml.unavailable) is not supported
+
+
+def test_single_step_generations_leave_mbu_null_with_a_reason_and_out_of_the_decode_figures():
+    shape = ModelShape(
+        params=1000, weight_bytes=2000, n_layers=1, n_kv_heads=1, head_dim=4, kv_bytes_per_element=2
+    )
+    peaks = DevicePeaks("test", flops=1e12, bandwidth=1e9, source="test")
+    one = gen(1.0, 2, prompt_tokens=8, generated_tokens=2, prompt_len=4, decode_steps=1, ttft_s=0.9)
+    block = summarize("generate_until", [one], None, shape, peaks)
+    assert block["mbu"] is None and block["decode_tokens_per_s"] is None
+    assert "single step" in block["unavailable"]["mbu"]
+    three = gen(2.0, 2, prompt_tokens=8, generated_tokens=6, prompt_len=4, decode_steps=3, ttft_s=1.0)
+    block = summarize("generate_until", [one, three], None, shape, peaks)
+    # only the 3-step batch decodes: 2 steps of (2000 B + 2 rows x the K/V of 5 and 6 positions x 16 B)
+    assert block["mbu"] == pytest.approx((2 * 2000 + 2 * (5 + 6) * 16) / 1.0 / 1e9)
+    assert block["decode_tokens_per_s"] == pytest.approx(2 * 2 / 1.0)
+
+
+def full_shape() -> ModelShape:
+    """2 layers of 2 query heads and 1 KV head of 4 dims; 3000-parameter embedding and lm_head, untied."""
+    return ModelShape(
+        params=10_000,
+        weight_bytes=20_000,
+        n_layers=2,
+        n_kv_heads=1,
+        head_dim=4,
+        kv_bytes_per_element=2,
+        n_heads=2,
+        embedding_params=3000,
+        lm_head_params=3000,
+        lm_head_tied=False,
+        compute_dtype="bfloat16",
+    )
+
+
+def test_generation_mfu_counts_lm_head_once_per_row_and_causal_attention():
+    peaks = DevicePeaks("test", flops=1e9, bandwidth=1e9, source="test")
+    batch = gen(
+        1.0,
+        2,
+        prompt_tokens=7,
+        generated_tokens=4,
+        prompt_len=4,
+        decode_steps=2,
+        ttft_s=0.5,
+        row_tokens=(4, 3),
+    )
+    block = summarize("generate_until", [batch], None, full_shape(), peaks)
+    body = 10_000 - 3000 - 3000
+    # per (query, key) pair and layer: 2 heads x 2 x (4 + 4) = 32 FLOPs, 2 layers; causal pairs 10 and 6
+    flops = 2 * body * 7 + 2 * 3000 * 2 + 2 * 32 * (10 + 6)
+    assert block["mfu"] == pytest.approx(flops / 0.5 / 1e9)
+    assert block["estimates"] == {}
+
+
+def test_loglikelihood_mfu_counts_logits_at_every_position():
+    peaks = DevicePeaks("test", flops=1e9, bandwidth=None, source="test")
+    batch = BatchRecord("loglikelihood", 0.25, 2, prompt_tokens=7, prompt_len=4, row_tokens=(4, 3))
+    block = summarize("loglikelihood", [batch], None, full_shape(), peaks)
+    flops = 2 * (10_000 - 6000) * 7 + 2 * 3000 * 7 + 2 * 32 * (10 + 6)
+    assert block["mfu"] == pytest.approx(flops / 0.25 / 1e9)
+
+
+def test_it_and_energy_per_token_count_kept_tokens_with_the_computed_ones_beside():
+    samples = trace()
+    window = measure("generate_until", samples, samples[0], samples[-1], {})  # 2000 J over 4 s
+    # 2 rows x 10 steps computed; the rows kept 3 and 10 tokens
+    batch = gen(2.0, 2, prompt_tokens=8, generated_tokens=13, prompt_len=4, decode_steps=10)
+    block = summarize("generate_until", [batch], window, None, None)
+    assert block["generated_tokens"] == 13 and block["generated_tokens_computed"] == 20
+    assert block["it_tokens_per_s"] == pytest.approx(13 / 2.0)
+    assert block["it_computed_tokens_per_s"] == pytest.approx(20 / 2.0)
+    assert block["energy_per_token_j"] == pytest.approx(2000.0 / 13)
+    assert block["energy_per_computed_token_j"] == pytest.approx(2000.0 / 20)
+    assert block["energy_error_bound"] == pytest.approx(0.1 / 4.0)
+    assert "kept" in block["definitions"]["generated_tokens"]
+
+
+def test_overall_block_has_wall_time_and_totals_but_no_mixed_kind_latency():
+    with PerformanceMonitor(gpu_source=NoGpuSource("no GPU in this test")) as monitor:
+        monitor.record_request("loglikelihood", 0.5, batch_size=8, prompt_tokens=100)
+        monitor.record_request("generate_until", 3.0, batch_size=2, prompt_tokens=10, generated_tokens=4)
+    record = monitor.summary()
+    overall = record["overall"]
+    assert "al_s" not in overall and "latency_s" not in overall
+    assert overall["busy_s"] == pytest.approx(3.5) and overall["samples"] == 10 and overall["batches"] == 2
+    assert overall["wall_s"] == pytest.approx(overall["window"]["duration_s"])
+    assert record["kinds"]["loglikelihood"]["al_s"] == 0.5
+    assert record["kinds"]["generate_until"]["al_s"] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("name", "flops", "bandwidth"),
+    [
+        ("NVIDIA GH200 480GB", 989.4e12, 4.0e12),
+        ("NVIDIA H200 NVL", 835e12, 4.8e12),
+        ("NVIDIA H200", 989.4e12, 4.8e12),
+        ("NVIDIA H100 NVL", 835e12, 3.9e12),
+        ("NVIDIA H100 80GB HBM3", 989.4e12, 3.35e12),
+        ("NVIDIA L40S", 362e12, 0.864e12),
+        ("NVIDIA L4", 121e12, 0.3e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12, 2.039e12),
+    ],
+)
+def test_peaks_match_the_most_specific_device_name(name, flops, bandwidth):
+    peaks = peaks_for(name)
+    assert (peaks.flops, peaks.bandwidth, peaks.flops_dtype) == (flops, bandwidth, "bfloat16")
+
+
+def test_peak_flops_follow_the_compute_dtype():
+    assert peaks_for("NVIDIA H100 80GB HBM3", dtype="float32").flops == 66.9e12
+    assert peaks_for("NVIDIA H100 80GB HBM3", dtype="tf32").flops == 494.7e12
+    v100 = peaks_for("Tesla V100-SXM2-16GB", dtype="bfloat16")  # no bf16 tensor cores: no peak
+    assert v100.flops is None and v100.bandwidth == 0.9e12
+    assert peaks_for("Tesla V100-SXM2-16GB", dtype="float16").flops == 125e12
+
+
+def test_unknown_card_gives_null_mfu_and_mbu_with_a_reason_unless_peaks_are_given():
+    peaks = peaks_for("Imaginary Accelerator 9000")
+    assert peaks.flops is None and peaks.bandwidth is None
+    batch = gen(1.0, 1, prompt_tokens=4, generated_tokens=3, prompt_len=4, decode_steps=3, ttft_s=0.5)
+    block = summarize("generate_until", [batch], None, full_shape(), peaks)
+    assert block["mfu"] is None and "Imaginary Accelerator 9000" in block["unavailable"]["mfu"]
+    assert block["mbu"] is None and "Imaginary Accelerator 9000" in block["unavailable"]["mbu"]
+    given = peaks_for("Imaginary Accelerator 9000", flops=1e12, bandwidth=1e11, dtype="float16")
+    assert (given.flops, given.flops_dtype, given.source) == (1e12, "float16", "model_args")

@@ -80,7 +80,10 @@ def measurement(
         aec_w=energy_j / duration_s,
         energy_j=energy_j,
         energy_source="nvml_energy_counter",
+        energy_error_bound=0.1 / duration_s,
+        energy_counter_j=energy_j,
         energy_integrated_j=energy_j,
+        power_source="instant",
         host_rss_peak_gib=2.0,
         host_cpu_avg_pct=100.0,
         host_rapl_energy_j=rapl_j,
@@ -116,7 +119,9 @@ def test_ranks_combine_into_one_record_summed_over_gpus_with_the_longest_wall_ti
     assert ll["latency_s"]["p50"] == pytest.approx(2.5) and ll["latency_s"]["max"] == 4.0  # one distribution
     window = record["overall"]["window"]
     assert window["duration_s"] == 10.0 and window["gpu_count"] == 2
-    assert record["overall"]["energy_j"] == 5000.0 and record["overall"]["aec_w"] == pytest.approx(300 + 250)
+    assert record["overall"]["energy_j"] == 5000.0 and record["overall"]["aec_w"] == pytest.approx(5000 / 10)
+    # each rank's counter is off by up to one 0.1 s update: 300 J + 200 J of 5000 J
+    assert record["overall"]["energy_error_bound"] == pytest.approx((0.01 * 3000 + 0.0125 * 2000) / 5000)
     assert record["overall"]["amu"] == pytest.approx(0.4) and window["memory_used_peak_gib"] == 20.0
     assert window["host_rapl_energy_j"] == 500.0  # one host's package counter, seen by both ranks: once
     assert record["overall"]["torch_memory"]["allocated_peak_gib"] == 50.0

@@ -54,11 +54,18 @@ def test_point_figures_follow_the_formulas_by_hand(tiny_model):
     assert figures["prefill_tokens_per_s"] == pytest.approx(2 * batch * prompt / prefill_s)
     assert figures["decode_tokens_per_s"] == pytest.approx(2 * batch * (new - 1) / decode_s)
     assert figures["output_tokens_per_s"] == pytest.approx(2 * batch * new / 0.10)
-    assert figures["prefill_mfu"] == pytest.approx(2 * 3_219_776 * 2 * batch * prompt / prefill_s / 1e12)
+    # tiny-llama: params 3_219_776, of which the tied embedding / lm_head 49152 x 64 = 3_145_728, so
+    # 74_048 in the layers; attention per (query, key) pair and layer 2 * 4 heads * (16 + 16) = 256 FLOPs.
+    body, head, pair = 74_048, 3_145_728, 2 * 2 * 4 * (16 + 16)  # pair: both layers
+    # prefill of one row: 2 * body * P + 2 * head (one logit) + pairs P(P+1)/2 = 136
+    prefill_row = 2 * body * prompt + 2 * head + pair * 136
+    assert figures["prefill_mfu"] == pytest.approx(2 * batch * prefill_row / prefill_s / 1e12)
     # each decode step reads all weights + the K/V of B sequences of mean length P + G/2 (512 B/token)
     step_bytes = shape.weight_bytes + batch * (prompt + new / 2) * 512
     assert figures["decode_mbu"] == pytest.approx(2 * (new - 1) * step_bytes / decode_s / 1e11)
-    assert figures["decode_mfu"] == pytest.approx(2 * 3_219_776 * 2 * batch * (new - 1) / decode_s / 1e12)
+    # decode step k (1..8) of one row: 2 * body + 2 * head + the P + k keys it reads: sum 8 * 16 + 36 = 164
+    decode_row = (new - 1) * (2 * body + 2 * head) + pair * 164
+    assert figures["decode_mfu"] == pytest.approx(2 * batch * decode_row / decode_s / 1e12)
     assert figures["prefill_mbu"] == pytest.approx(
         2 * (shape.weight_bytes + batch * prompt * 512) / prefill_s / 1e11
     )

@@ -35,10 +35,12 @@ NONE_ON_CPU = (
     "peak_memory_reserved_gib",
     "device_memory_peak_gib",
     "energy_j",
+    "energy_error_bound",
     "energy_per_token_j",
     "avg_power_w",
 )
 UNIT_SUFFIXES = ("_s", "_gib", "_j", "_w", "_per_s", "_mfu", "_mbu", "_fraction")
+DIMENSIONLESS = ("iterations", "warmup_iterations", "energy_error_bound")  # a fraction of energy_j
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_two_by_two_sweep_records_every_field_with_its_unit(lm, in_tmp):
         assert r["bottleneck"] in ("memory-bound", "compute-bound", "overhead-bound")
         assert r["bottleneck_phase"] in ("prefill", "decode")
         measured = [k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        assert all(k.endswith(UNIT_SUFFIXES) or k in ("iterations", "warmup_iterations") for k in measured)
+        assert all(k.endswith(UNIT_SUFFIXES) or k in DIMENSIONLESS for k in measured)
     metrics = result["metrics"]
     assert metrics["points_ok"] == 4 and metrics["points_oom"] == 0
     assert metrics["best_decode_tokens_per_s"] == max(r["decode_tokens_per_s"] for r in records)
@@ -125,6 +127,19 @@ def test_rerun_reuses_finished_points_and_a_grown_grid_measures_only_new_ones(lm
     runner.run(lm, {**FAST, "batch_sizes": [1], "gen_lengths": [3], "min_iterations": 3})
     changed = _lines(in_tmp)
     assert len(changed) == 3 and changed[2]["key"]["options_sha"] != first[0]["key"]["options_sha"]
+
+
+def test_a_point_recorded_under_an_older_schema_is_measured_again(lm, in_tmp):
+    options = {**FAST, "batch_sizes": [1], "gen_lengths": [3]}
+    runner.run(lm, options)
+    (record,) = _lines(in_tmp)
+    assert record["schema"] == runner.SCHEMA
+    old = {**record, "schema": "lm-eval-perf/throughput/1", "prefill_mfu": 123.0}  # the old formulas
+    (in_tmp / THROUGHPUT.filename).write_text(json.dumps(old) + "\n")
+    result = runner.run(lm, options)
+    again = _lines(in_tmp)
+    assert len(again) == 2 and again[1]["schema"] == runner.SCHEMA and again[1]["prefill_mfu"] != 123.0
+    assert result["metrics"]["points_ok"] == 1
 
 
 def test_max_sweep_seconds_leaves_the_rest_for_a_rerun(lm, in_tmp):

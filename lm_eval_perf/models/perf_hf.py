@@ -53,6 +53,7 @@ from lm_eval_perf.models.plan import LoadPlan
 from lm_eval_perf.models.probe import probe_length, rows_that_fit
 from lm_eval_perf.models.session import EvalSession, SessionState, efficiency_record
 from lm_eval_perf.models.shape import logits_device, model_devices, model_shape
+from lm_eval_perf.models.stops import kept_tokens
 from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
@@ -196,13 +197,14 @@ class PerfHFLM(HFLM):
         self.monitor_interval = monitor_interval
         self.warmup_batches = warmup_batches
         self.print_summary = bool(print_summary)
-        self.shape = model_shape(self.model)
+        self.shape = model_shape(self.model, self.mixed_precision_dtype)
         self.devices = model_devices(self.model)
         self.event_device = logits_device(self.model)
         self.peaks = peaks_for(
             torch.cuda.get_device_name(self.devices[0]) if self.devices else None,
             None if peak_flops is None else float(peak_flops),
             None if peak_bandwidth is None else float(peak_bandwidth),
+            self.shape.compute_dtype,
         )
         self._artifacts_dir = artifacts_dir
         self.generation_backend = generation_backend
@@ -394,15 +396,13 @@ class PerfHFLM(HFLM):
         start_mark = session.clock.event()
         output = super()._model_generate(context, max_length, stop, **generation_kwargs)
         latency = session.clock.now() - start
-        stop_ids = {i for i in (self.tokenizer.pad_token_id, self.eot_token_id) if i is not None}
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        eos_ids = {self.eot_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        kept = kept_tokens(
+            output[:, context.shape[1] :], self.tok_decode, stop, eos_ids, self.tokenizer.pad_token_id
+        )
         session.generation(
-            latency,
-            context,
-            generation_kwargs.get("attention_mask"),
-            output,
-            sorted(stop_ids),
-            timer,
-            start_mark,
+            latency, context, generation_kwargs.get("attention_mask"), output, kept, timer, start_mark
         )
         return output
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -48,8 +48,7 @@ class _OpenForward:
     latency_s: float
     batch_size: int
     prompt_len: int
-    row_tokens: int = 0
-    rows: int = 0
+    lengths: list[int] = field(default_factory=list)
 
 
 class EvalSession:
@@ -115,21 +114,21 @@ class EvalSession:
     def row(self, tokens: int | None) -> None:
         """One row of the last forward pass was scored; ``tokens`` = its unpadded input length."""
         if self._forward is not None and tokens is not None:
-            self._forward.row_tokens += tokens
-            self._forward.rows += 1
+            self._forward.lengths.append(tokens)
 
     def _flush_forward(self) -> None:
         f = self._forward
         if f is None or self.kind is None:
             return
         self._forward = None
-        complete = f.rows == f.batch_size
+        complete = len(f.lengths) == f.batch_size
         self.monitor.record_request(
             self.kind,
             f.latency_s,
             batch_size=f.batch_size,
-            prompt_tokens=f.row_tokens if complete else f.batch_size * f.prompt_len,
+            prompt_tokens=sum(f.lengths) if complete else f.batch_size * f.prompt_len,
             prompt_len=f.prompt_len,
+            row_tokens=f.lengths if complete else None,
         )
 
     # -- generation ------------------------------------------------------------------------------
@@ -140,21 +139,15 @@ class EvalSession:
         context: torch.Tensor,
         attention_mask: torch.Tensor | None,
         output: torch.Tensor,
-        stop_ids: Sequence[int],
+        kept_tokens: int,
         timer: TokenTimer,
         start_mark,
     ) -> None:
-        """One ``generate`` call: count prompt and generated tokens, derive TTFT and TPOT."""
+        """One ``generate`` call: count prompt tokens, derive TTFT and TPOT; ``kept_tokens`` are the
+        generated tokens lm-eval keeps (:mod:`lm_eval_perf.models.stops`), the steps tell the computed."""
         batch, prompt_len = context.shape
-        generated = output[:, prompt_len:]
-        steps = generated.shape[1]
-        prompt_tokens = int(attention_mask.sum()) if attention_mask is not None else batch * prompt_len
-        if steps and stop_ids:
-            is_stop = torch.isin(generated, torch.tensor(list(stop_ids), device=generated.device))
-            first = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, steps)
-            produced = int(first.sum())
-        else:
-            produced = batch * steps
+        steps = output.shape[1] - prompt_len
+        rows = attention_mask.sum(1).tolist() if attention_mask is not None else [prompt_len] * batch
         ttft = tpot = None
         if timer.marks:
             ttft = self.clock.seconds_between(start_mark, timer.marks[0])
@@ -165,12 +158,13 @@ class EvalSession:
             self.kind or "generate_until",
             latency_s,
             batch_size=batch,
-            prompt_tokens=prompt_tokens,
-            generated_tokens=produced,
+            prompt_tokens=sum(rows),
+            generated_tokens=kept_tokens,
             prompt_len=prompt_len,
             decode_steps=len(timer.marks) or steps,
             ttft_s=ttft,
             tpot_s=tpot,
+            row_tokens=rows,
         )
 
     # -- the record ------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ class PerformanceMonitor:
         cuda_indices = [g.index for g in self._gpu_infos] if self._gpu_source is None else []
         self.clock = clock_for(cuda_indices, self.event_device)
         if self.peaks is None:
-            self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None)
+            dtype = None if self.model_shape is None else self.model_shape.compute_dtype
+            self.peaks = peaks_for(self._gpu_infos[0].name if self._gpu_infos else None, dtype=dtype)
         self._reset_torch_peaks(cuda_indices)
         self._sampler = Sampler(gpu, host, self.interval_s)
         self._sampler.start()
@@ -211,8 +212,10 @@ class PerformanceMonitor:
         decode_steps: int | None = None,
         ttft_s: float | None = None,
         tpot_s: float | None = None,
+        row_tokens: Sequence[int] | None = None,
     ) -> BatchRecord:
-        """Record one timed batch of request kind ``kind`` (seconds; token counts for the batch)."""
+        """Record one timed batch of request kind ``kind`` (seconds; token counts for the batch;
+        ``generated_tokens`` = the tokens kept, ``row_tokens`` = each row's unpadded prompt length)."""
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
         record = BatchRecord(
@@ -226,6 +229,7 @@ class PerformanceMonitor:
             ttft_s=ttft_s,
             tpot_s=tpot_s,
             warmup=len(self._batches[kind]) < self.warmup_batches,
+            row_tokens=None if row_tokens is None else tuple(row_tokens),
         )
         self._batches[kind].append(record)
         return record

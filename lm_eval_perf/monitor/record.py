@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks
-from lm_eval_perf.monitor.requests import BatchRecord, summarize
-from lm_eval_perf.monitor.stats import Stats
+from lm_eval_perf.monitor.requests import BatchRecord, overall, summarize
 from lm_eval_perf.monitor.window import Measurement, combine_parallel
 
 SCHEMA = "lm-eval-perf/efficiency/1"
@@ -114,37 +113,23 @@ def build_record(states: list[MonitorState], shape: ModelShape | None, peaks: De
         )
         for kind in _kind_order(states)
     }
-    total = _window(states, TOTAL)
-    measured = [b for s in states for batches in s.batches.values() for b in batches if not b.warmup]
-    latency = Stats.from_values([b.latency_s for b in measured], "s")
     unavailable: dict[str, str] = {}
     for state in states:
         unavailable.update(state.unavailable)
     torch_memory = _torch_memory(states)
     if torch_memory is None:
         unavailable.setdefault("torch_peak_memory", "no CUDA device watched by torch in this run")
-    overall = {
-        "batches": len(measured),
-        "al_s": latency.mean,
-        "latency_s": latency.to_dict(),
-        "window": None if total is None else total.to_dict(),
-        "amu": None if total is None else total.amu,
-        "pcu": None if total is None else total.pcu,
-        "aec_w": None if total is None else total.aec_w,
-        "energy_j": None if total is None else total.energy_j,
-        "memory_peak_gib": None if total is None else total.memory_used_peak_gib,
-        "torch_memory": torch_memory,
-        "host_rss_peak_gib": None if total is None else total.host_rss_peak_gib,
-        "excluded": [
-            {**block, "rank": rank} if len(states) > 1 else block
-            for rank, state in enumerate(states)
-            for block in state.excluded
-        ],
-    }
+    batches = [b for s in states for kind in s.batches.values() for b in kind]
+    overall_block = overall(batches, _window(states, TOTAL), torch_memory)
+    overall_block["excluded"] = [
+        {**block, "rank": rank} if len(states) > 1 else block
+        for rank, state in enumerate(states)
+        for block in state.excluded
+    ]
     return {
         "schema": SCHEMA,
         "world_size": len(states),
-        "overall": overall,
+        "overall": overall_block,
         "kinds": kinds,
         "model": None if shape is None else shape.to_dict(),
         "peaks": None if peaks is None else peaks.to_dict(),

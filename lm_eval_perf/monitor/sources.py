@@ -34,9 +34,17 @@ class GpuInfo:
     cuda_driver_version: str | None = None
 
 
+POWER_INSTANT = "nvml_power_instant"  # NVML_FI_DEV_POWER_INSTANT: the power at the moment of the read
+POWER_AVERAGE = "nvml_power_usage"  # nvmlDeviceGetPowerUsage: a 1-s average on Ampere and newer
+
+
 @dataclass(frozen=True)
 class GpuReading:
-    """One poll of one GPU. Units: bytes, percent (0..100), watts, joules."""
+    """One poll of one GPU. Units: bytes, percent (0..100), watts, joules.
+
+    ``power_source`` says which NVML reading ``power_w`` is (:data:`POWER_INSTANT` or
+    :data:`POWER_AVERAGE`); ``None`` for sources that do not say.
+    """
 
     index: int
     memory_used_bytes: int | None
@@ -45,6 +53,7 @@ class GpuReading:
     power_w: float | None
     energy_j: float | None  # NVML total-energy counter since driver load (Volta and newer)
     process_memory_bytes: int | None  # this process's VRAM as NVML reports it; None in many containers
+    power_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +183,11 @@ class NvmlSource:
     (driver 580), against 2-35 µs for each of the others (``bench`` figures in BENCHMARKS.md). Energy
     is a difference of two counter readings, so :meth:`read` takes it only when asked (the window
     edges); the background samples leave it out.
+
+    Power is NVML's instantaneous reading (field ``NVML_FI_DEV_POWER_INSTANT`` through
+    ``nvmlDeviceGetFieldValues``) where the driver offers it: ``nvmlDeviceGetPowerUsage`` is a
+    one-second average on Ampere and newer, so its integral lags a window's edges. Where the field is
+    not supported the average is read instead, and each reading's ``power_source`` says which.
     """
 
     def __init__(self, devices: Sequence[int] | None = None):
@@ -182,6 +196,7 @@ class NvmlSource:
         self._handles: list[tuple[int, object]] = []
         self._nvml = None
         self._energy_ok: dict[int, bool] = {}
+        self._instant_ok: dict[int, bool] = {}
         self._process_memory_ok = True
 
     def open(self) -> list[GpuInfo]:
@@ -231,13 +246,44 @@ class NvmlSource:
         )
         return None
 
+    def _power_instant_mw(self, index: int, handle) -> float | None:
+        """The instantaneous power field in mW, or ``None`` (then never asked again for this GPU)."""
+        if not self._instant_ok.get(index, True):
+            return None
+        n = self._nvml
+        values = self._call(n.nvmlDeviceGetFieldValues, handle, [n.NVML_FI_DEV_POWER_INSTANT])
+        field = None if not values else values[0]
+        if field is None or field.nvmlReturn != n.NVML_SUCCESS:
+            self._instant_ok[index] = False
+            self.unavailable["power_instant"] = (
+                "NVML_FI_DEV_POWER_INSTANT not offered by this driver/GPU: power is "
+                "nvmlDeviceGetPowerUsage (a 1-s average on Ampere and newer)"
+            )
+            return None
+        kind = {
+            n.NVML_VALUE_TYPE_DOUBLE: "dVal",
+            n.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+            n.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+            n.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+            n.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+        }.get(field.valueType, "uiVal")
+        return float(getattr(field.value, kind))
+
+    def _power(self, index: int, handle) -> tuple[float | None, str]:
+        """(watts, which reading): instantaneous where offered, else the 1-s average."""
+        instant = self._power_instant_mw(index, handle)
+        if instant is not None:
+            return instant / 1000.0, POWER_INSTANT
+        average = self._call(self._nvml.nvmlDeviceGetPowerUsage, handle)
+        return (None if average is None else average / 1000.0), POWER_AVERAGE
+
     def read(self, energy: bool = True) -> tuple[GpuReading, ...]:
         n = self._nvml
         readings = []
         for index, handle in self._handles:
             memory = self._call(n.nvmlDeviceGetMemoryInfo, handle)
             util = self._call(n.nvmlDeviceGetUtilizationRates, handle)
-            power_mw = self._call(n.nvmlDeviceGetPowerUsage, handle)
+            power_w, power_source = self._power(index, handle)
             energy_mj = None
             if energy and self._energy_ok.get(index, True):
                 energy_mj = self._call(n.nvmlDeviceGetTotalEnergyConsumption, handle)
@@ -252,9 +298,10 @@ class NvmlSource:
                     memory_used_bytes=None if memory is None else int(memory.used),
                     memory_total_bytes=None if memory is None else int(memory.total),
                     utilization_pct=None if util is None else float(util.gpu),
-                    power_w=None if power_mw is None else power_mw / 1000.0,
+                    power_w=power_w,
                     energy_j=None if energy_mj is None else energy_mj / 1000.0,
                     process_memory_bytes=self._process_memory(handle),
+                    power_source=power_source,
                 )
             )
         return tuple(readings)

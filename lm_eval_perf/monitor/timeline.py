@@ -30,12 +30,11 @@ def _value_at(points: Sequence[tuple[float, float]], t: float) -> float:
 
 
 def integral(points: Sequence[tuple[float, float | None]], t0: float, t1: float) -> float | None:
-    """∫ v(t) dt over [t0, t1] in value·seconds; ``None`` when no sample has a value."""
+    """∫ v(t) dt over [t0, t1] in value·seconds; ``None`` when no sample has a value or the span is
+    empty (t1 <= t0: two edges that share one reading measure nothing, which is not a zero)."""
     known = sorted((t, v) for t, v in points if v is not None)
-    if not known or t1 < t0:
+    if not known or t1 <= t0:
         return None
-    if t1 == t0:
-        return 0.0
     inner = [(t, v) for t, v in known if t0 < t < t1]
     pts = [(t0, _value_at(known, t0)), *inner, (t1, _value_at(known, t1))]
     return sum((tb - ta) * (va + vb) / 2.0 for (ta, va), (tb, vb) in itertools.pairwise(pts))

@@ -10,21 +10,34 @@ samples (the sampler thread reads an edge within milliseconds of the call that a
 * ``pcu`` (fraction 0..1) = (1/T) ∫ utilization(t) / 100 dt, averaged over the GPUs, where
   utilization is NVML ``utilization.gpu``: the share of time *a kernel was running*, not the share
   of FLOP/s (see MFU for that). ``pcu_peak`` is the largest sample.
-* ``aec_w`` (average energy consumption, watts; the paper's name) = (1/T) ∫ Σ_gpu P(t) dt.
-* ``energy_j`` (joules) = Σ_gpu [E(t1) - E(t0)] from NVML's total-energy counter, read at the edges.
-  The counter updates about every 100 ms: for windows shorter than ``COUNTER_RESOLUTION_S`` (or
-  without a counter) the integral of sampled power is used instead, and ``energy_source`` says so.
-  ``energy_integrated_j`` (∫ Σ P dt) is always reported beside it.
+* ``energy_j`` (joules) = Σ_gpu [E(t1) - E(t0)] from NVML's total-energy counter, read at the edges
+  (``energy_source`` ``nvml_energy_counter``). The counter updates about every
+  ``COUNTER_UPDATE_PERIOD_S`` (100 ms on Hopper), so a difference of two readings is off by up to one
+  period's energy: ``energy_error_bound`` (a fraction of ``energy_j``) = period / T. Windows shorter
+  than ``COUNTER_MIN_WINDOW_S`` (ten periods: a bound over 10 %), and GPUs without a counter, use
+  ``energy_integrated_j`` = ∫ Σ P dt of the sampled power instead (``energy_source``
+  ``integrated_power``; no bound is known for it, ``unavailable`` says why). Both readings are always
+  reported (``energy_counter_j``, ``energy_integrated_j``). ``power_source`` names the power reading
+  the timeline holds (:mod:`.sources`: instantaneous where the driver offers it).
+* ``aec_w`` (average energy consumption, watts; the paper's name) = ``energy_j`` / T: counter energy
+  / T where the counter is used, (1/T) ∫ Σ_gpu P(t) dt otherwise.
+* A window of zero length (both edges share one sampler reading: the window was shorter than the
+  read) measured no energy: ``energy_j``, ``aec_w`` and the integrals are ``None`` with the reason,
+  never 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from lm_eval_perf.monitor.metrics import ratio
 from lm_eval_perf.monitor.sources import Sample
 from lm_eval_perf.monitor.timeline import integral, peak, time_average
 
-COUNTER_RESOLUTION_S = 0.1
+COUNTER_UPDATE_PERIOD_S = 0.1  # NVML total-energy counter update period (Hopper)
+COUNTER_MIN_WINDOW_S = 10 * COUNTER_UPDATE_PERIOD_S  # below: integrate power (bound would be > 10 %)
+COUNTER = "nvml_energy_counter"
+INTEGRATED = "integrated_power"
 GIB = 1024**3
 
 
@@ -46,7 +59,10 @@ class Measurement:
     aec_w: float | None
     energy_j: float | None
     energy_source: str | None
+    energy_error_bound: float | None  # fraction of energy_j: counter update period / duration_s
+    energy_counter_j: float | None
     energy_integrated_j: float | None
+    power_source: str | None
     host_rss_peak_gib: float | None
     host_cpu_avg_pct: float | None
     host_rapl_energy_j: float | None
@@ -67,6 +83,36 @@ def _sum(values: list[float | None]) -> float | None:
 
 def _gib(value: float | None) -> float | None:
     return None if value is None else value / GIB
+
+
+def _one(values: set) -> str | None:
+    """The one value of a set, ``mixed`` for several, ``None`` for none."""
+    values = values - {None}
+    return None if not values else values.pop() if len(values) == 1 else "mixed"
+
+
+def _energy(
+    counter: float | None, integrated: float | None, duration: float, notes: dict[str, str]
+) -> tuple[float | None, str | None, float | None]:
+    """(energy_j, energy_source, energy_error_bound) of one window; reasons go into ``notes``."""
+    if duration <= 0:
+        notes["energy_j"] = (
+            "window of zero length: both edges share one sampler reading (the window was shorter "
+            "than one read), so no energy was measured"
+        )
+        return None, None, None
+    if counter is not None and duration >= COUNTER_MIN_WINDOW_S:
+        return counter, COUNTER, COUNTER_UPDATE_PERIOD_S / duration
+    if integrated is None:
+        return None, None, None
+    if counter is not None:
+        notes["energy_j"] = (
+            f"window of {duration * 1e3:.1f} ms is shorter than {COUNTER_MIN_WINDOW_S:g} s (ten ~100 ms "
+            "update periods of the NVML energy counter, up to ±100 % quantization error at one period): "
+            "energy integrates sampled power instead"
+        )
+    notes["energy_error_bound"] = "energy integrates sampled power: no error bound is known for it"
+    return integrated, INTEGRATED, None
 
 
 def measure(
@@ -109,31 +155,26 @@ def measure(
     )
     integrated = _sum([integral(series(i, "power_w"), t0, t1) for i in gpu_indices])
     duration = t1 - t0
-    aec = None if integrated is None or duration <= 0 else integrated / duration
-
-    counter = _sum(
-        [
-            None if a.energy_j is None or b.energy_j is None else b.energy_j - a.energy_j
-            for a, b in zip(first.gpus, last.gpus)
-        ]
+    counter = None
+    if duration > 0:
+        counter = _sum(
+            [
+                None if a.energy_j is None or b.energy_j is None else b.energy_j - a.energy_j
+                for a, b in zip(first.gpus, last.gpus)
+            ]
+        )
+    energy, source, bound = (
+        _energy(counter, integrated, duration, notes) if gpu_indices else (None, None, None)
     )
-    energy, source = None, None
-    if counter is not None and duration >= COUNTER_RESOLUTION_S:
-        energy, source = counter, "nvml_energy_counter"
-    elif integrated is not None:
-        energy, source = integrated, "integrated_power"
-        if counter is not None:
-            notes["energy_j"] = (
-                f"window of {duration * 1e3:.1f} ms is shorter than the ~100 ms update period of the "
-                "NVML energy counter: energy integrates sampled power instead"
-            )
+    power_sources = {g.power_source for s in span for g in s.gpus if g.power_w is not None}
 
     host_points = [(s.t_s, s.host) for s in span if s.host is not None]
     rss_peak = peak([(t, h.rss_bytes) for t, h in host_points], t0, t1)
     cpu_avg = time_average([(t, h.cpu_pct) for t, h in host_points], t0, t1)
     rapl = (
         None
-        if first.host is None
+        if duration <= 0
+        or first.host is None
         or last.host is None
         or first.host.rapl_energy_j is None
         or last.host.rapl_energy_j is None
@@ -155,10 +196,13 @@ def measure(
         process_memory_peak_gib=_gib(proc_peak),
         pcu=pcu,
         pcu_peak=pcu_peak,
-        aec_w=aec,
+        aec_w=ratio(energy, duration),
         energy_j=energy,
         energy_source=source,
+        energy_error_bound=bound,
+        energy_counter_j=counter,
         energy_integrated_j=integrated,
+        power_source=_one(power_sources),
         host_rss_peak_gib=_gib(rss_peak),
         host_cpu_avg_pct=cpu_avg,
         host_rapl_energy_j=rapl,
@@ -176,8 +220,8 @@ _COMBINE: dict[str, tuple[str, str]] = {
     "process_memory_peak_gib": ("max", "add"),
     "pcu": ("time", "gpu"),
     "pcu_peak": ("max", "max"),
-    "aec_w": ("time", "add"),
     "energy_j": ("add", "add"),
+    "energy_counter_j": ("add", "add"),
     "energy_integrated_j": ("add", "add"),
     "host_rss_peak_gib": ("max", "add"),
     "host_cpu_avg_pct": ("time", "add"),
@@ -203,21 +247,26 @@ def _fold(parts: list[Measurement], attr: str, rule: str) -> float | None:
 def _combined(
     name: str, parts: list[Measurement], side_by_side: bool, duration_s: float, rapl_j: float | None
 ) -> Measurement:
-    sources = {p.energy_source for p in parts}
     unavailable: dict[str, str] = {}
     for p in parts:
         unavailable.update(p.unavailable)
     gpus = [p.gpu_count for p in parts]
+    values = {attr: _fold(parts, attr, rules[side_by_side]) for attr, rules in _COMBINE.items()}
+    energy = values["energy_j"]
+    bounds = [None if p.energy_error_bound is None else p.energy_error_bound * p.energy_j for p in parts]
     return Measurement(
         name=name,
         start_s=min(p.start_s for p in parts),
         end_s=max(p.end_s for p in parts),
         duration_s=duration_s,
         gpu_count=sum(gpus) if side_by_side else max(gpus),
-        energy_source=sources.pop() if len(sources) == 1 else "mixed",
+        aec_w=ratio(energy, duration_s),
+        energy_source=_one({p.energy_source for p in parts}),
+        energy_error_bound=ratio(_sum(bounds), energy),
+        power_source=_one({p.power_source for p in parts}),
         host_rapl_energy_j=rapl_j,
         unavailable=unavailable,
-        **{attr: _fold(parts, attr, rules[side_by_side]) for attr, rules in _COMBINE.items()},
+        **values,
     )
 
 
@@ -225,6 +274,8 @@ def merge(name: str, parts: list[Measurement]) -> Measurement:
     """One :class:`Measurement` for several disjoint windows of the same name, one after another.
 
     Durations, energies and integrals add; time averages are weighted by duration; peaks take the max.
+    ``aec_w`` = total energy / total duration. The error bounds of the parts' energies add:
+    ``energy_error_bound`` = Σ bound_i · energy_i / Σ energy_i, ``None`` if a part has none.
     """
     if len(parts) == 1:
         return parts[0]
@@ -236,9 +287,9 @@ def combine_parallel(name: str, parts: list[Measurement], hosts: list[str]) -> M
     """One :class:`Measurement` for windows of the same name that ran *at the same time* in several
     processes (data-parallel ranks, each on its own GPUs); ``hosts[i]`` is the host of ``parts[i]``.
 
-    The ranks' GPUs are added up: GPU counts, energies, power (``aec_w`` is the sum of each rank's
-    average power), memory in GiB and host RSS add; AMU and PCU are averaged over all GPUs; the
-    duration is the longest rank's (the run's wall time); peaks take the max. A host's RAPL package
+    The ranks' GPUs are added up: GPU counts, energies, memory in GiB and host RSS add; AMU and PCU
+    are averaged over all GPUs; the duration is the longest rank's (the run's wall time), and
+    ``aec_w`` = total energy / that duration; peaks take the max. A host's RAPL package
     counter is seen by every rank on that host: it counts once per host (the largest reading).
     ``start_s``/``end_s`` come from each process's monotonic clock: comparable on one host only.
     """

@@ -46,18 +46,23 @@ def _memory(devices: list[int], window: Measurement) -> tuple[dict, dict[str, st
 
 
 def _energy(window: Measurement, generated_tokens: int) -> tuple[dict, dict[str, str]]:
+    """Energy of the point's window; every generated token is kept (exactly ``new_tokens`` per row)."""
     fields = {
         "energy_j": window.energy_j,
+        "energy_error_bound": window.energy_error_bound,
         "energy_per_token_j": metrics.ratio(window.energy_j, generated_tokens),
         "avg_power_w": window.aec_w,
         "energy_source": window.energy_source,
+        "power_source": window.power_source,
         "window_s": window.duration_s,
     }
     unavailable: dict[str, str] = {}
     if window.energy_j is None:
         reason = window.unavailable.get("energy_j") or window.unavailable.get("gpu") or "no energy source"
-        for key in ("energy_j", "energy_per_token_j", "avg_power_w"):
+        for key in ("energy_j", "energy_error_bound", "energy_per_token_j", "avg_power_w"):
             unavailable[key] = reason
+    elif window.energy_error_bound is None:
+        unavailable["energy_error_bound"] = window.unavailable.get("energy_error_bound", "no bound known")
     return fields, unavailable
 
 

@@ -7,7 +7,9 @@ prompt length, batch size, new tokens and measurement options); else measure it
 is recorded as ``status: "oom"`` with the error text, the memory is freed and the sweep goes on;
 the larger batch sizes at the same generation length are recorded as ``skipped_after_oom``. Any
 other error stops the sweep (the points finished so far stay in the file; a rerun resumes).
-Records of ``oom`` and skipped points count as finished: delete their lines to retry them.
+Records of ``oom`` and skipped points count as finished: delete their lines to retry them. A record
+of another :data:`SCHEMA` (figures computed by other definitions) is measured again: a table never
+mixes the two.
 
 The result for lm-eval's results JSON: per measured point ``decode_tokens_per_s@bs<B>_gen<G>``,
 ``ttft_p50_s@...``, ``tpot_p50_s@...`` and ``decode_mbu@...``; and ``best_decode_tokens_per_s``,
@@ -35,7 +37,9 @@ from lm_eval_perf.tasks.throughput.sweep import Point, SweepOptions, digest, poi
 from lm_eval_perf.tasks.throughput.table import render
 
 PROFILE_FOLDER = "perf_throughput_profile"
-SCHEMA = "lm-eval-perf/throughput/1"
+# 2: MFU counts lm_head per logit position and causal attention, the peak of the compute dtype; MBU the
+# K/V in the cache's dtype within sliding windows; energy_error_bound and power_source added.
+SCHEMA = "lm-eval-perf/throughput/2"
 
 
 def _model_arg_names() -> frozenset[str]:
@@ -160,6 +164,8 @@ def run(lm, options: dict) -> dict:
         for number, point in enumerate(points, 1):
             key = point_key(identity, opts, point)
             record = finished.get(digest(key))
+            if record is not None and record.get("schema") != SCHEMA:
+                record = None  # measured under other definitions: measure again
             if record is None:
                 if (
                     opts.max_sweep_seconds is not None
