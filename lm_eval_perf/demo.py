@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from lm_eval_perf.bbh import ENV, bbh_directory
 from lm_eval_perf.models.bundled import smollm2_gguf
-from lm_eval_perf.tasks.bbh_local.data import ENV, bbh_directory
 
 
 def default_bbh_dir() -> str:

@@ -84,3 +84,13 @@ def test_library_callers_get_an_ordinary_value_error():
     with pytest.raises(UserInputError, match="unknown architecture") as info:
         PerfHFLM(pretrained="arch:nope", device="cpu")
     assert isinstance(info.value, ValueError)
+
+
+def test_perf_hf_own_argument_names_are_those_of_its_constructor():
+    import inspect
+
+    from lm_eval_perf.model_args import PERF_HF_ARGS
+    from lm_eval_perf.models.perf_hf import PerfHFLM
+
+    own = set(inspect.signature(PerfHFLM.__init__).parameters) - {"self", "pretrained", "kwargs"}
+    assert own == set(PERF_HF_ARGS)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.monitor.clock import Clock
 from lm_eval_perf.tasks.artifacts import THROUGHPUT
@@ -226,7 +227,7 @@ def test_bad_options_are_one_line_errors(options, message):
 
 
 def test_model_args_copied_into_metadata_are_not_options():
-    model_args = runner._model_arg_names()
+    model_args = model_arg_names()
     parsed = SweepOptions.from_mapping({"max_batch_size": 8, "batch_size": 4, "dtype": "float32"}, model_args)
     assert parsed == SweepOptions()
     with pytest.raises(UserInputError, match="did you mean 'batch_sizes'"):
@@ -252,7 +253,7 @@ def test_bbh_prompts_come_from_the_bbh_inputs(lm, bbh_dir):
 def test_a_sweep_run_as_an_lm_eval_request_is_listed_and_stays_out_of_the_evaluation_record(lm, in_tmp):
     from lm_eval.api.instance import Instance
 
-    from lm_eval_perf.tasks.plugin import PLUGIN_KEY
+    from lm_eval_perf.plugins import PLUGIN_KEY
 
     spec = {"plugin": "perf_throughput", "options": {**FAST, "batch_sizes": [1], "gen_lengths": [4]}}
     sweep = Instance("generate_until", {}, ("", {PLUGIN_KEY: spec}), 0, ("perf_throughput", 0, 1))

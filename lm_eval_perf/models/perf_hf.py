@@ -33,7 +33,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import difflib
-import inspect
 import json
 import tempfile
 import time
@@ -47,8 +46,8 @@ from lm_eval.models.huggingface import HFLM
 
 from lm_eval_perf import registration
 from lm_eval_perf.errors import UserInputError, install_excepthook
+from lm_eval_perf.model_args import FROM_PRETRAINED_ARGS, hflm_args, model_arg_names
 from lm_eval_perf.models import sources
-from lm_eval_perf.models.plan import MODEL_ARGS as PLAN_ARGS
 from lm_eval_perf.models.plan import LoadPlan
 from lm_eval_perf.models.probe import probe_length, rows_that_fit
 from lm_eval_perf.models.session import EvalSession, SessionState, efficiency_record
@@ -57,38 +56,11 @@ from lm_eval_perf.models.stops import kept_tokens
 from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
-from lm_eval_perf.tasks.plugin import PLUGIN_KEY, is_plugin_request, run_plugin
+from lm_eval_perf.plugins import is_plugin_request, plugin_name, run_plugin
 
 install_excepthook()
 
 GENERATION_BACKENDS = ("eager", "static")
-
-HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
-# Keyword arguments HFLM forwards to ``from_pretrained`` that are not config attributes.
-FROM_PRETRAINED_ARGS = frozenset(
-    {
-        "attn_implementation",
-        "device_map",
-        "low_cpu_mem_usage",
-        "load_in_8bit",
-        "load_in_4bit",
-        "bnb_4bit_compute_dtype",
-        "bnb_4bit_quant_type",
-        "bnb_4bit_use_double_quant",
-        "max_memory",
-        "offload_state_dict",
-        "use_safetensors",
-        "variant",
-        "cache_dir",
-        "local_files_only",
-        "token",
-        "key_mapping",
-        "use_kernels",
-        "quantization_config",
-        "force_download",
-        "proxies",
-    }
-)
 
 
 def _check_dtype(name: str, value) -> None:
@@ -171,7 +143,7 @@ class PerfHFLM(HFLM):
         self.plan = LoadPlan.pop_from(kwargs)  # precision / compression args; sets kwargs["dtype"]
         for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
             _check_dtype(key, kwargs.get(key))
-        self._extra_args = {k for k in kwargs if k not in HFLM_ARGS}
+        self._extra_args = {k for k in kwargs if k not in hflm_args()}
         if registration.output_path():
             _check_writable(registration.output_path())  # fail now, not after hours of evaluation
 
@@ -239,12 +211,7 @@ class PerfHFLM(HFLM):
                 raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
         unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
         if unknown:
-            known = sorted(
-                HFLM_ARGS
-                | FROM_PRETRAINED_ARGS
-                | set(inspect.signature(PerfHFLM.__init__).parameters)
-                | set(PLAN_ARGS)
-            )
+            known = sorted(model_arg_names())
             hint = difflib.get_close_matches(unknown[0], known, n=1)
             raise UserInputError(
                 f"unknown model_args key {unknown[0]!r} for perf-hf"
@@ -365,8 +332,7 @@ class PerfHFLM(HFLM):
 
     def _run_plugin(self, generation_kwargs) -> str:
         """A plugin task's request (it measures itself); the files it wrote go into the results JSON."""
-        plugin = generation_kwargs[PLUGIN_KEY]["plugin"]
-        with self._outside_evaluation(f"plugin task {plugin}"):
+        with self._outside_evaluation(f"plugin task {plugin_name(generation_kwargs)}"):
             result = run_plugin(self, generation_kwargs)
         self.artifacts.update(result.get("artifacts", {}))
         return json.dumps(result)

@@ -36,19 +36,6 @@ from lm_eval_perf.models.precision import PrecisionSpec, on_device, resolve_prec
 from lm_eval_perf.models.shape import parameter_count, weight_bytes
 from lm_eval_perf.models.surgery import is_output_projection
 
-MODEL_ARGS = (
-    "precision",
-    "quant_backend",
-    "group_size",
-    "quantize_lm_head",
-    "svd_ratio",
-    "svd_rank",
-    "svd_targets",
-    "svd_solver",
-    "compressed",
-    "allow_pickle",
-)
-
 
 def _number(kwargs: dict, key: str, kind: type):
     value = kwargs.pop(key, None)

@@ -14,23 +14,15 @@ Options come from the task YAML's ``metadata`` merged with ``--metadata '{...}'`
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Mapping
-from typing import Any
 
 import datasets
 from lm_eval.api.instance import Instance
 from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.plugins import PLUGIN_KEY
 
-PLUGIN_KEY = "lm_eval_perf_plugin"
-RUNNERS = {
-    "perf_throughput": "lm_eval_perf.tasks.throughput.runner:run",
-    "esd": "lm_eval_perf.tasks.esd.runner:run",
-}
 # metadata keys lm-eval itself puts into every task config; not plugin options
 _LM_EVAL_METADATA = frozenset({"version", "config_source", "pretrained"})
 
@@ -38,21 +30,6 @@ _LM_EVAL_METADATA = frozenset({"version", "config_source", "pretrained"})
 def single_doc(**_metadata) -> datasets.DatasetDict:
     """``custom_dataset`` of every plugin task: one document, the request is the whole job."""
     return datasets.DatasetDict({"test": datasets.Dataset.from_list([{"job": 0}])})
-
-
-def is_plugin_request(generation_kwargs: Any) -> bool:
-    return isinstance(generation_kwargs, Mapping) and PLUGIN_KEY in generation_kwargs
-
-
-def run_plugin(lm: Any, generation_kwargs: Mapping) -> dict:
-    """Carry out one plugin request on the ``perf-hf`` model ``lm``; its result (JSON-serializable)."""
-    spec = generation_kwargs[PLUGIN_KEY]
-    name = spec["plugin"]
-    if name not in RUNNERS:
-        raise UserInputError(f"unknown plugin {name!r}: known plugins are {', '.join(RUNNERS)}")
-    module, _, attr = RUNNERS[name].partition(":")
-    runner = getattr(importlib.import_module(module), attr)
-    return runner(lm, dict(spec.get("options") or {}))
 
 
 class _MeanOfAnything(dict):

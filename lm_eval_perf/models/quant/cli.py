@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import transformers
 
+from lm_eval_perf.bbh import bbh_directory
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models import sources
 from lm_eval_perf.models.quant.calibration import bbh_texts, token_blocks
 from lm_eval_perf.models.quant.kernels import require, version_of
-from lm_eval_perf.tasks.bbh_local.data import bbh_directory
 
 RECORD = "lm_eval_perf_quantize.json"
 

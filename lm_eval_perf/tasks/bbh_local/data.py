@@ -11,28 +11,11 @@ The directory comes from ``--metadata '{"bbh_dir": "path"}'`` or ``$LM_EVAL_PERF
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import datasets
 
+from lm_eval_perf.bbh import bbh_directory
 from lm_eval_perf.errors import UserInputError
-
-ENV = "LM_EVAL_PERF_BBH_DIR"
-
-
-def bbh_directory(bbh_dir: str | None = None) -> Path:
-    """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error if missing."""
-    directory = bbh_dir or os.environ.get(ENV)
-    if not directory:
-        raise UserInputError(
-            'leaderboard_bbh_local needs the BBH directory: --metadata \'{"bbh_dir": "PATH"}\' '
-            f"or {ENV}=PATH"
-        )
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise UserInputError(f"BBH directory {directory} does not exist")
-    return path
 
 
 def load(bbh_subset: str, bbh_dir: str | None = None, **_metadata) -> datasets.DatasetDict:

@@ -20,13 +20,13 @@ The result for lm-eval's results JSON: per measured point ``decode_tokens_per_s@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import time
 from collections.abc import Sequence
 
 import torch
 
+from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import clock_for
 from lm_eval_perf.tasks.artifacts import THROUGHPUT
@@ -42,17 +42,10 @@ PROFILE_FOLDER = "perf_throughput_profile"
 SCHEMA = "lm-eval-perf/throughput/2"
 
 
-def _model_arg_names() -> frozenset[str]:
-    """Keys lm-eval copies from ``--model_args`` into the task metadata (see ``from_mapping``)."""
-    from lm_eval_perf.models import perf_hf
-
-    own = set(inspect.signature(perf_hf.PerfHFLM.__init__).parameters)
-    return frozenset(perf_hf.HFLM_ARGS | perf_hf.FROM_PRETRAINED_ARGS | own)
-
-
 def parse_options(options: dict) -> SweepOptions:
-    """The sweep options in a task's metadata (one-line error for a bad or misspelt option)."""
-    return SweepOptions.from_mapping(options, ignore=_model_arg_names())
+    """The sweep options in a task's metadata (one-line error for a bad or misspelt option); the
+    model arguments lm-eval copies from ``--model_args`` into every task's metadata are not options."""
+    return SweepOptions.from_mapping(options, ignore=model_arg_names())
 
 
 def _precision(lm) -> str | None:

@@ -1,0 +1,28 @@
+"""Where the BIG-Bench Hard files are: ``--metadata '{"bbh_dir": PATH}'``, ``$LM_EVAL_PERF_BBH_DIR``.
+
+Ground floor: the ``leaderboard_bbh_local`` task reads its documents from this folder, the AWQ
+calibration its inputs, the demo and the benchmarks point at it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lm_eval_perf.errors import UserInputError
+
+ENV = "LM_EVAL_PERF_BBH_DIR"
+
+
+def bbh_directory(bbh_dir: str | None = None) -> Path:
+    """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error if missing."""
+    directory = bbh_dir or os.environ.get(ENV)
+    if not directory:
+        raise UserInputError(
+            'leaderboard_bbh_local needs the BBH directory: --metadata \'{"bbh_dir": "PATH"}\' '
+            f"or {ENV}=PATH"
+        )
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"BBH directory {directory} does not exist")
+    return path
