@@ -152,6 +152,7 @@ def test_al_percentiles_throughputs_mfu_and_mbu_follow_their_definitions():
     assert block["latency_s"]["p90"] == pytest.approx(2.0 + 0.9 * 2.0)
     assert block["it_tokens_per_s"] == pytest.approx((8 + 16) / 6.0)
     assert block["tt_tokens_per_s_per_param"] == pytest.approx(((20 + 8 + 40 + 16) / 1e6) / 6.0)
+    assert block["tt_tokens_per_s_per_billion_params"] == pytest.approx(((20 + 8 + 40 + 16) / 1e-3) / 6.0)
     assert block["st_samples_per_s_per_param"] == pytest.approx((6 / 1e6) / 6.0)
     # prefill: 2 * params * prompt tokens over the TTFTs
     assert block["mfu"] == pytest.approx((2 * 1e6 * 60 / 1.5) / 1e12)

@@ -197,6 +197,7 @@ def summarize(
         "it_tokens_per_s": metrics.ratio(kept, seconds) if is_generation else None,
         "it_computed_tokens_per_s": metrics.ratio(computed, seconds) if is_generation else None,
         "tt_tokens_per_s_per_param": None,
+        "tt_tokens_per_s_per_billion_params": None,
         "st_samples_per_s_per_param": None,
         "mfu": None,
         "mbu": None,
@@ -216,13 +217,20 @@ def summarize(
         block.update(_Phases.of(measured).rates(unavailable))
     if shape is not None:
         block["tt_tokens_per_s_per_param"] = metrics.token_throughput(prompt + kept, shape.params, seconds)
+        block["tt_tokens_per_s_per_billion_params"] = metrics.ratio(block["tt_tokens_per_s_per_param"], 1e-9)
         block["st_samples_per_s_per_param"] = metrics.sample_throughput(samples, shape.params, seconds)
         figures, notes, estimates = _utilization(kind, measured, shape, peaks)
         block.update(figures)
         block["estimates"] = estimates
         unavailable.update(notes)
     else:
-        for key in ("tt_tokens_per_s_per_param", "st_samples_per_s_per_param", "mfu", "mbu"):
+        for key in (
+            "tt_tokens_per_s_per_param",
+            "tt_tokens_per_s_per_billion_params",
+            "st_samples_per_s_per_param",
+            "mfu",
+            "mbu",
+        ):
             unavailable[key] = "model size unknown (no model shape given to the monitor)"
     if window is not None:
         block.update(_energy(window, batches, is_generation, unavailable))
