@@ -7,7 +7,8 @@ plus the new job's stays within the GPU's budget (``gpu_memory_budget_gb``, defa
 :data:`BUDGET_FRACTION` of its memory). Among the GPUs that can take it, the job goes to the one
 with the fewest jobs, then the least memory promised, then the lowest index: jobs spread over idle
 GPUs first and pack once every GPU has work. Any other job runs alone: it needs GPUs that hold no
-job of the pool and that other processes do not use (``busy``).
+job of the pool and that other processes do not use (``busy``). Memory that other processes hold on
+a GPU the pool already packs is not taken off its budget: the budget is the pool's share.
 """
 
 from __future__ import annotations
