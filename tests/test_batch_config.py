@@ -52,6 +52,12 @@ tasks:
             GOOD.replace("./out", "${NO_SUCH_VAR_X}/out"),
             "output_dir: environment variable NO_SUCH_VAR_X is not set",
         ),
+        (GOOD + "isolation: maybe\n", "isolation: 'maybe' is not one of warn, error, wait"),
+        (GOOD + "jobs_per_gpu: 0\n", "jobs_per_gpu: expected an integer >= 1, got 0"),
+        (
+            GOOD.replace("limit: 1,", "limit: 1, gpu_memory_gb: -2,"),
+            "tasks[0].gpu_memory_gb: expected GB > 0 or null, got -2",
+        ),
     ],
     ids=[
         "malformed-yaml",
@@ -63,6 +69,9 @@ tasks:
         "unwritable-output",
         "duplicate-label",
         "unset-env",
+        "bad-isolation",
+        "no-jobs-per-gpu",
+        "negative-memory",
     ],
 )
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):

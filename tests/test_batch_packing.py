@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.local import GpuPolicy
 from lm_eval_perf.batch.matrix import expand
 from lm_eval_perf.batch.memory import estimate, parameter_count
+from lm_eval_perf.batch.sharing import SharingLog, foreign, identify
 from lm_eval_perf.models.sources import architecture_presets, load_architecture
 from lm_eval_perf.tasks.traits import traits
 
@@ -233,3 +235,23 @@ def test_parameter_count_from_config_matches_the_built_models():
     assert parameter_count({**load_architecture("tiny-llama"), "num_local_experts": 8}) is None
     esd = estimate("arch:tiny-llama", None, "float32", {}, None, traits("esd"))
     assert esd.gb == pytest.approx(parameter_count(load_architecture("tiny-llama")) * 4 / 1e9 + 2.0 + 0.8)
+
+
+def test_processes_are_told_apart_by_process_group_and_hidden_ones_by_count():
+    me = identify(0, GpuProcess(os.getpid(), 3 * 10**9), {os.getpgid(0): "k"})
+    assert me.job == "k" and me.name
+    hidden = [identify(0, GpuProcess(2**22 + pid, size), {}) for pid, size in ((1, 2 * 10**9), (2, 10**9))]
+    assert [n.name for n in hidden] == [None, None]  # beyond pid_max: not in this pid namespace
+    assert foreign(hidden, "k", started=False) == hidden
+    assert foreign(hidden, "k", started=True) == [hidden[1]]  # the largest is taken for the job's own
+    assert foreign([me, *hidden], "k", started=True) == hidden
+    log = SharingLog("other", [0])
+    log.observe([hidden[1]], readable=True, packed_with=[])
+    log.observe([dataclasses.replace(hidden[1], used_bytes=5 * 10**9), me], readable=False, packed_with=["k"])
+    record = log.record()
+    assert [(p["pid"], p["memory_gb_max"], p["job"]) for p in record["other_processes"]] == [
+        (os.getpid(), 3.0, "k"),
+        (2**22 + 2, 5.0, None),
+    ]
+    assert record["packed_with"] == ["k"] and record["polls"] == 2
+    assert record["unavailable"] == "NVML could not list the GPU's processes in 1 of 2 polls"

@@ -116,10 +116,14 @@ class LocalPool:
             return
         self._busy = self.probe.busy() if len(self._load()) < len(self.devices) else set()
         self._processes = self.probe.processes()
-        groups = {r.attempt.proc.pid: key for key, r in self._running.items()}
+        groups = self._groups()
         for key, running in self._running.items():
             if running.log is not None:
                 self._observe(key, running, groups)
+
+    def _groups(self) -> dict[int, str]:
+        """Process-group id -> key of each running job (each job leads a process group of its own)."""
+        return {r.attempt.proc.pid: key for key, r in self._running.items()}
 
     def _load(self) -> dict[int, list[Job]]:
         """The pool's jobs on each GPU that holds any."""
@@ -179,7 +183,7 @@ class LocalPool:
             return False
         warning = None
         if job.timing_sensitive:
-            disturbing = foreign(self._neighbours(gpus, {})[0], job.key, started=False)
+            disturbing = foreign(self._neighbours(gpus, self._groups())[0], job.key, started=False)
             if disturbing:
                 what = "; ".join(n.describe() for n in disturbing)
                 if self.policy.isolation == "warn":
@@ -221,7 +225,7 @@ class LocalPool:
         log = SharingLog(job.key, gpus) if gpus else None
         running = self._running[job.key] = _Running(attempt, gpus, log, warning)
         if log is not None:
-            neighbours, readable = self._neighbours(gpus, {})
+            neighbours, readable = self._neighbours(gpus, self._groups())
             packed = {k for k, r in self._running.items() if k != job.key and set(r.gpus) & set(gpus)}
             log.observe(neighbours, readable, packed)
             running.seen.update(n.pid for n in neighbours)

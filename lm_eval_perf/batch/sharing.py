@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lm_eval_perf.batch.gpus import GpuProcess
@@ -91,8 +91,10 @@ class SharingLog:
             if n.job == self.key:
                 continue
             seen = self._others.get((n.gpu, n.pid))
-            if seen is not None and (n.used_bytes is None or (seen.used_bytes or 0) >= n.used_bytes):
-                continue
+            if seen is not None:  # the most memory seen, and whatever either poll could identify
+                sizes = [b for b in (seen.used_bytes, n.used_bytes) if b is not None]
+                most = max(sizes) if sizes else None
+                n = replace(n, used_bytes=most, job=seen.job or n.job, name=seen.name or n.name)
             self._others[(n.gpu, n.pid)] = n
 
     def record(self) -> dict:
