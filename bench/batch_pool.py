@@ -1,7 +1,10 @@
-"""Benchmark of batch_eval's local pool: how fully it keeps the GPUs busy, and how fast it resumes.
+"""Benchmark of batch_eval's local pool: how fully it keeps the GPUs busy, how fast it resumes, what
+packing small jobs onto one GPU gains, and what the pool costs per job.
 
     python bench/batch_pool.py            # GPU machine: 4 jobs per GPU (at least 8), e.g. nvidia-h200-x2
     python bench/batch_pool.py --small    # CPU: 4 tiny jobs on 2 workers (same table)
+    python bench/batch_pool.py --part packing   # one GPU: SmolLM2 × 3 precisions × (BBH, ESD), packed vs not
+    python bench/batch_pool.py --part overhead  # scheduling overhead per job of the local pool
 
 The matrix is real: ``batch_eval.py`` runs perf-hf jobs (a random-weight architecture, the
 ``perf_throughput`` task with a fixed small sweep, so every job takes about the same time) as
@@ -13,8 +16,25 @@ subprocesses, one per free GPU. Reported:
   (a new Python process: start-up, config, job store, result folders, summary). Goal: <= 2 s.
 
 Checks: every job done, each on its own GPU(s) (no two jobs on one GPU at once), and the resume
-runs nothing and rewrites no result. Full JSON (every job's record) goes to ``$OUT/batch_pool.json``
-when ``$OUT`` is set.
+runs nothing and rewrites no result.
+
+``--part packing``: the same matrix - ``bundled:smollm2`` (SmolLM2-135M-Instruct) in bfloat16,
+float16 and int4 × (BBH: ``leaderboard_bbh_local``, 3-shot, ``--limit 20`` per subtask, batch 16;
+ESD) - run by ``batch_eval.py`` twice on the first GPU: one job at a time (``jobs_per_gpu: 1``) and
+packed (``jobs_per_gpu: 6``, memory-aware). Reported: both wall times, their ratio (goal >= 2×) and
+whether every job's scores are identical (ESD's ``eig_seconds``/``fit_seconds`` left out: they are
+times). ``--small`` (CPU): ``arch:tiny-llama`` in float32 and bfloat16 × (BBH zero-shot ``--limit
+1``, ESD), one job at a time against ``workers: 4`` (on a CPU "packing" is running jobs side by side
+on the cores). BBH is read from ``--bbh-dir`` (default ``$LM_EVAL_PERF_BBH_DIR``, else
+``../shared/data/bbh`` beside the repository).
+
+``--part overhead``: 40 jobs that do nothing but write their results file, through the local pool
+one at a time (the pool's own Python API, as ``batch_eval.py`` runs it): per job, the seconds from
+the pool's launch to the job's first line (``submit -> start``: process creation and Python
+start-up) and the pool's share of the makespan beyond the jobs' own time, per job. Slurm's submit ->
+start is not measured here (``--executor slurm`` does not exist yet).
+
+Full JSON (every job's record) goes to ``$OUT/batch_pool.json`` when ``$OUT`` is set.
 """
 
 from __future__ import annotations
@@ -125,14 +145,8 @@ def check_gpu_exclusive(records: list[dict]) -> None:
             assert start >= end, f"two jobs overlapped on GPU {gpu}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="CPU size: tiny model, 2 workers, 4 jobs")
-    parser.add_argument("--jobs-per-slot", type=int, help="jobs per GPU (default 4; --small: 2 per worker)")
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
+def utilization(args: argparse.Namespace) -> dict:
+    """The utilization and resume table (the first part)."""
     probe = None if args.small else detect()
     slots = len(probe.indices()) if probe else 2
     setup = SMALL if args.small or probe is None else FULL
@@ -186,7 +200,169 @@ def main() -> None:
         )
     )
     print(f"\nbatch_eval.py end to end (incl. task-name check and start-up): {fmt(wall, 1)} s")
-    save("batch_pool", {**row, "records": records})
+    return {**row, "records": records}
+
+
+def packing_config(folder: Path, small: bool, bbh_dir: str, packed: bool) -> Path:
+    """The packing matrix: one job at a time, or packed (GPU: jobs_per_gpu; CPU: workers)."""
+    bbh = {"name": "leaderboard_bbh_local", "label": "bbh", "metadata": {"bbh_dir": bbh_dir}}
+    bbh |= {"num_fewshot": 0, "limit": 1, "batch_size": 4} if small else {"limit": 20, "batch_size": 16}
+    config = {
+        "output_dir": str(folder / "out"),
+        "timeout": 3600,
+        "precisions": ["float32", "bfloat16"] if small else ["bfloat16", "float16", "int4"],
+        "models": [{"pretrained": "arch:tiny-llama" if small else "bundled:smollm2", "name": "smollm2"}],
+        "tasks": [bbh, {"name": "esd", "metadata": {"eig_dtype": "float32"} if small else {}}],
+    }
+    config |= {"workers": 4 if packed else 1} if small else {"jobs_per_gpu": 6 if packed else 1}
+    path = folder / "batch.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def scores(root: Path) -> dict[str, dict]:
+    """Each job's lm-eval results, times left out."""
+    out = {}
+    for job_file in (root / "results").rglob("job.json"):
+        results = json.loads(next(job_file.parent.rglob("results_*.json")).read_text())["results"]
+        out[str(job_file.parent.relative_to(root))] = {
+            task: {k: v for k, v in metrics.items() if "seconds" not in k}
+            for task, metrics in results.items()
+        }
+    return out
+
+
+def packing(args: argparse.Namespace) -> dict:
+    """Packed against one job at a time on one GPU (CPU: one worker against four)."""
+    probe = None if args.small else detect()
+    small = args.small or probe is None
+    if not small:
+        from lm_eval_perf.models.bundled import smollm2_hf_dir
+
+        smollm2_hf_dir()  # converted once, before either run is timed
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(probe.indices()[0])
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="batch_packing_") as tmp:
+        for packed in (False, True):
+            folder = Path(tmp) / ("packed" if packed else "alone")
+            folder.mkdir()
+            proc, wall = batch(packing_config(folder, small, args.bbh_dir, packed))
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            store = json.loads(Layout(folder / "out").store.read_text())["jobs"]
+            runs["packed" if packed else "alone"] = {
+                "wall_s": wall,
+                "scores": scores(folder / "out"),
+                "jobs": store,
+            }
+    identical = runs["alone"]["scores"] == runs["packed"]["scores"]
+    ratio = runs["alone"]["wall_s"] / runs["packed"]["wall_s"]
+    where = "CPU: workers 1 vs 4" if small else "1 GPU: jobs_per_gpu 1 vs 6"
+    print(
+        markdown_table(
+            [
+                "matrix",
+                "where",
+                "jobs",
+                "one at a time s",
+                "packed s",
+                "speed-up",
+                "goal",
+                "scores identical",
+            ],
+            [
+                [
+                    "tiny-llama" if small else "SmolLM2-135M",
+                    where,
+                    fmt(len(runs["alone"]["jobs"])),
+                    fmt(runs["alone"]["wall_s"], 1),
+                    fmt(runs["packed"]["wall_s"], 1),
+                    fmt(ratio, 2),
+                    ">= 2" if not small else "--",
+                    "yes" if identical else "NO",
+                ]
+            ],
+        )
+    )
+    return {"where": where, "speedup": ratio, "identical": identical, **runs}
+
+
+OVERHEAD_JOB = r"""
+import json, os, sys, time
+start = time.time()
+out = sys.argv[sys.argv.index("--output_path") + 1]
+with open(os.path.join(out, "results_noop.json"), "w") as f:
+    json.dump({"start": start, "end": time.time()}, f)
+"""
+
+
+def overhead(args: argparse.Namespace, jobs: int = 40) -> dict:
+    """Scheduling overhead per job of the local pool, one job at a time (CPU; no model)."""
+    from lm_eval_perf.batch.local import LocalPool
+    from lm_eval_perf.batch.matrix import Job
+    from lm_eval_perf.batch.progress import Progress
+    from lm_eval_perf.batch.scheduler import plan, prepare, run
+    from lm_eval_perf.batch.store import JobStore, locked
+
+    program = (sys.executable, "-c", OVERHEAD_JOB)
+    batch_jobs = [
+        Job(f"m{i}/p/t", f"m{i}", "noop", None, None, "noop", "t", program=program) for i in range(jobs)
+    ]
+    with tempfile.TemporaryDirectory(prefix="batch_overhead_") as tmp:
+        layout = Layout(Path(tmp))
+        with locked(layout):
+            store = JobStore(layout)
+            prepare(plan(batch_jobs, store, layout, False), store, layout)
+            started = time.time()
+            run(batch_jobs, store, LocalPool(layout, None, 1), 0, Progress(jobs, enabled=False))
+            ended = time.time()
+        inside = [
+            json.loads((layout.result_dir(j.key) / "results_noop.json").read_text()) for j in batch_jobs
+        ]
+        launch_to_start = [r["start"] - store.get(j.key)["started_at"] for j, r in zip(batch_jobs, inside)]
+    own = sum(r["end"] - r["start"] for r in inside)
+    per_job = (ended - started - own) / jobs
+    row = {
+        "jobs": jobs,
+        "submit_to_start_s_median": sorted(launch_to_start)[jobs // 2],
+        "pool_overhead_per_job_s": per_job,
+    }
+    print(
+        markdown_table(
+            ["executor", "jobs", "submit -> start s (median)", "overhead per job s"],
+            [
+                [
+                    "local pool, 1 at a time",
+                    fmt(jobs),
+                    fmt(row["submit_to_start_s_median"], 3),
+                    fmt(per_job, 3),
+                ]
+            ],
+        )
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CPU size: tiny model, 2 workers, 4 jobs")
+    parser.add_argument("--jobs-per-slot", type=int, help="jobs per GPU (default 4; --small: 2 per worker)")
+    parser.add_argument(
+        "--part", choices=("utilization", "packing", "overhead"), action="append", help="default: all three"
+    )
+    parser.add_argument(
+        "--bbh-dir",
+        default=os.environ.get("LM_EVAL_PERF_BBH_DIR", str(REPO.parent / "shared" / "data" / "bbh")),
+        help="BBH folder for --part packing",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    parts = {"utilization": utilization, "packing": packing, "overhead": overhead}
+    record = {}
+    for name in args.part or list(parts):
+        print(f"\n## {name}\n")
+        record[name] = parts[name](args)
+    save("batch_pool", record)
 
 
 if __name__ == "__main__":

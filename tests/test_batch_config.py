@@ -52,6 +52,12 @@ tasks:
             GOOD.replace("./out", "${NO_SUCH_VAR_X}/out"),
             "output_dir: environment variable NO_SUCH_VAR_X is not set",
         ),
+        (GOOD + "isolation: maybe\n", "isolation: 'maybe' is not one of warn, error, wait"),
+        (GOOD + "jobs_per_gpu: 0\n", "jobs_per_gpu: expected an integer >= 1, got 0"),
+        (
+            GOOD.replace("limit: 1,", "limit: 1, gpu_memory_gb: -2,"),
+            "tasks[0].gpu_memory_gb: expected GB > 0 or null, got -2",
+        ),
     ],
     ids=[
         "malformed-yaml",
@@ -63,6 +69,9 @@ tasks:
         "unwritable-output",
         "duplicate-label",
         "unset-env",
+        "bad-isolation",
+        "no-jobs-per-gpu",
+        "negative-memory",
     ],
 )
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):
@@ -256,3 +265,23 @@ def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
     assert "arch_tiny-llama/bfloat16/bbh" in out
     assert "2 jobs on local CPU" in out and "2 to run" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.yaml"]
+
+
+def test_task_names_are_checked_against_the_cached_index_and_a_missing_name_rebuilds_it(
+    tmp_path, monkeypatch
+):
+    from lm_eval_perf.batch import task_names
+
+    monkeypatch.setenv("LM_EVAL_PERF_CACHE", str(tmp_path / "cache"))
+    index = task_names.index_file(None)
+    record = {"key": task_names.index_key(None), "names": ["only_in_the_cache"]}
+    write(index, json.dumps(record))
+    task_names.check_task_names({"only_in_the_cache": "tasks[0].name"}, None)  # the cache answered
+    task_names.check_task_names({"esd": "tasks[0].name"}, None)  # not cached: indexed afresh
+    names = json.loads(index.read_text())["names"]
+    assert "esd" in names and "leaderboard_bbh_local" in names and "only_in_the_cache" not in names
+    with pytest.raises(UserInputError, match=r"tasks\[1\]\.name: unknown task 'no_such_task_x'"):
+        task_names.check_task_names({"no_such_task_x": "tasks[1].name"}, None)
+    write(index, json.dumps({**record, "key": {**record["key"], "lm_eval": "0.0.1"}}))
+    with pytest.raises(UserInputError, match="only_in_the_cache"):  # another lm-eval's index is not used
+        task_names.check_task_names({"only_in_the_cache": "tasks[0].name"}, None)

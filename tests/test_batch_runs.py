@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,3 +246,53 @@ def test_ray_executor_runs_and_resumes_a_matrix(tiny, tmp_path):
         assert {r["status"] for r in store.values()} == {"done"}
     finally:
         ray.shutdown()
+
+
+# The job program of the packed run: the batch child, with the "GPU" the fake inventory handed out
+# run on the CPU (this machine's torch has no CUDA).
+ON_CPU = """
+import runpy, sys
+args = sys.argv[1:]
+args[args.index("--device") + 1] = "cpu"
+sys.argv = ["lm_eval_perf.batch.child", *args]
+runpy.run_module("lm_eval_perf.batch.child", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_packed_jobs_give_the_results_of_unpacked_ones(tiny, killed_and_resumed, tmp_path):
+    """Two tiny-llama cells of the killed matrix (run there one job per worker) again, both on one
+    (fake) GPU at once: the same scores, and each record names the job it shared the GPU with."""
+    from test_batch_packing import Inventory
+
+    from lm_eval_perf.batch.config import load_config
+    from lm_eval_perf.batch.local import GpuPolicy, LocalPool
+    from lm_eval_perf.batch.matrix import expand
+    from lm_eval_perf.batch.progress import Progress
+    from lm_eval_perf.batch.scheduler import plan, prepare, run
+    from lm_eval_perf.batch.store import JobStore
+
+    config_file = tmp_path / "packed.yaml"
+    config_file.write_text(
+        f"output_dir: ./out\ninclude_path: {tiny / 'tasks'}\njobs_per_gpu: 2\nmodels: [arch:tiny-llama]\n"
+        "tasks: [{name: batch_tiny, label: a, limit: 1}, {name: batch_tiny, label: b, limit: 1}]\n"
+    )
+    config = load_config(config_file)
+    jobs = [replace(j, program=(sys.executable, "-c", ON_CPU)) for j in expand(config, on_gpu=True)]
+    layout = Layout(config.output_dir)
+    store = JobStore(layout)
+    prepare(plan(jobs, store, layout, False), store, layout)
+    pool = LocalPool(layout, Inventory([0]), policy=GpuPolicy(jobs_per_gpu=2))
+    run(jobs, store, pool, 0, Progress(len(jobs), enabled=False))
+    keys = [j.key for j in jobs]
+    assert keys == [f"arch_tiny-llama/default/{t}" for t in "ab"]
+    for key in keys:
+        record = store.get(key)
+        assert record["status"] == "done", record.get("tail")
+        assert record["cuda_visible_devices"] == "0" and record["gpu_memory_gb"] < 3
+        assert record["gpu_sharing"]["packed_with"] == sorted(set(keys) - {key})
+        assert scores(layout.result_dir(key)) == scores(killed_and_resumed.layout.result_dir(key))
+
+
+def scores(folder: Path) -> dict:
+    return json.loads(next(folder.rglob("results_*.json")).read_text())["results"]

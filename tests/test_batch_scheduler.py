@@ -40,6 +40,8 @@ if "flaky" in opts and not os.path.exists(opts["flaky"]):
     open(opts["flaky"], "w").close()
     print("first attempt fails", flush=True)
     sys.exit(4)
+if "touch" in opts:
+    open(opts["touch"], "w").close()
 if "grandchild" in opts:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     open(opts["grandchild"], "w").write(str(child.pid))
@@ -62,6 +64,12 @@ class FakeGpus:
     def busy(self) -> set[int]:
         return set(self._busy)
 
+    def memory_total_bytes(self) -> dict[int, int | None]:
+        return dict.fromkeys(self.indices(), 80 * 10**9)
+
+    def processes(self) -> dict[int, list]:
+        return {g: [] for g in self.indices()}
+
 
 def sleep_job(key: str, *options: str, gpus: int = 0, timeout_s: float | None = None) -> Job:
     model, precision, task = key.split("/")
@@ -80,10 +88,10 @@ def sleep_job(key: str, *options: str, gpus: int = 0, timeout_s: float | None = 
     )
 
 
-def run_jobs(jobs, root: Path, probe=None, workers=None, retry_failed=False, retries=0):
+def run_jobs(jobs, root: Path, probe=None, workers=None, retry_failed=False, retries=0, policy=None):
     """One batch run over ``jobs`` as batch_eval does it; the plan and the store afterwards."""
     layout = Layout(root)
-    pool = LocalPool(layout, probe, workers)
+    pool = LocalPool(layout, probe, workers, policy)
     with locked(layout):
         store = JobStore(layout)
         todo = plan(jobs, store, layout, retry_failed)

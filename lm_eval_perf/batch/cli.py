@@ -49,9 +49,12 @@ def make_executor(config: BatchConfig, gpu_free_mib: float = DEFAULT_FREE_MIB) -
 
         return RayPool(layout, config.ray_address, config.workers)
     from lm_eval_perf.batch.gpus import detect
-    from lm_eval_perf.batch.local import LocalPool
+    from lm_eval_perf.batch.local import GpuPolicy, LocalPool
 
-    return LocalPool(layout, detect(gpu_free_mib), config.workers)
+    policy = GpuPolicy(
+        config.jobs_per_gpu, config.gpu_memory_budget_gb, config.isolation, config.isolation_wait_s
+    )
+    return LocalPool(layout, detect(gpu_free_mib), config.workers, policy)
 
 
 def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:

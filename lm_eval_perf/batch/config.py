@@ -5,6 +5,10 @@
     ray_address: auto                   # executor: ray only; auto | local | host:port | ray://...
     gpus_per_job: 1                     # >1: the model is split over the GPUs (parallelize=True)
     workers: null                       # at most this many jobs at once (default: one per free GPU, 1 on CPU)
+    jobs_per_gpu: 1                     # >1: pack jobs onto a GPU while their memory fits the budget
+    gpu_memory_budget_gb: null          # per GPU, for packing (default: 90 % of its memory)
+    isolation: warn                     # other processes on a timing-sensitive job's GPU: warn | error | wait
+    isolation_wait_s: 600               # isolation: wait - seconds to wait for a free GPU (null: no limit)
     timeout: 21600                      # seconds per job (null: none); a task may set its own
     retries: 0                          # automatic re-runs of a failed job within one run
     include_path: ./my_tasks            # extra lm-eval task folder (--include_path)
@@ -21,6 +25,7 @@
         ratios: [1.0]
         tasks: [bbh]                    # only these task labels for this model
         gpus_per_job: 2
+        gpu_memory_gb: 20               # per GPU, replaces the estimate (batch/memory.py) for packing
       - models_csv: models.csv          # one model per CSV row (model[,revision][,source_model][,name]);
         tasks: [esd]                    # every other key of the entry applies to each row
     tasks:
@@ -33,6 +38,8 @@
         gen_kwargs: {max_gen_toks: 2048}  # --gen_kwargs
         apply_chat_template: true       # --apply_chat_template (few-shot examples as turns)
         timeout: 3600
+        timing_sensitive: false         # runs alone on its GPU (default: lm_eval_perf/tasks/traits.py)
+        gpu_memory_gb: 8                # per GPU, replaces the estimate (the larger of model's and task's)
 
 Strings may use ``${VAR}`` / ``${VAR:-default}`` (see :mod:`lm_eval_perf.batch.envexpand`);
 ``${CONFIG_DIR}`` is this file's folder. Errors are one line naming the key path, e.g.
@@ -57,7 +64,9 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.precision import validate_precision
 
 EXECUTORS = ("local", "ray")
+ISOLATION = ("warn", "error", "wait")
 DEFAULT_TIMEOUT_S = 6 * 3600.0
+DEFAULT_ISOLATION_WAIT_S = 600.0
 TOP_KEYS = (
     "output_dir",
     "executor",
@@ -66,6 +75,10 @@ TOP_KEYS = (
     "workers",
     "timeout",
     "retries",
+    "jobs_per_gpu",
+    "gpu_memory_budget_gb",
+    "isolation",
+    "isolation_wait_s",
     "include_path",
     "model_args",
     "precisions",
@@ -84,6 +97,7 @@ MODEL_KEYS = (
     "ratios",
     "tasks",
     "gpus_per_job",
+    "gpu_memory_gb",
 )
 TASK_KEYS = (
     "name",
@@ -95,6 +109,8 @@ TASK_KEYS = (
     "gen_kwargs",
     "apply_chat_template",
     "timeout",
+    "timing_sensitive",
+    "gpu_memory_gb",
 )
 
 
@@ -111,6 +127,8 @@ class TaskSpec:
     gen_kwargs: dict = field(default_factory=dict)
     apply_chat_template: bool = False
     timeout_s: float | None = DEFAULT_TIMEOUT_S
+    timing_sensitive: bool | None = None  # None: the task's traits (lm_eval_perf.tasks.traits)
+    gpu_memory_gb: float | None = None  # None: estimated
     where: str = "tasks[0]"
 
 
@@ -127,6 +145,7 @@ class ModelSpec:
     ratios: tuple[float | None, ...] = (None,)  # None: no compression axis
     tasks: tuple[str, ...] | None = None  # task labels; None: all
     gpus_per_job: int = 1
+    gpu_memory_gb: float | None = None  # None: estimated
     where: str = "models[0]"
 
 
@@ -143,6 +162,10 @@ class BatchConfig:
     include_path: Path | None
     models: tuple[ModelSpec, ...]
     tasks: tuple[TaskSpec, ...]
+    jobs_per_gpu: int = 1
+    gpu_memory_budget_gb: float | None = None  # None: GPU_BUDGET_FRACTION of each GPU's memory
+    isolation: str = "warn"
+    isolation_wait_s: float | None = DEFAULT_ISOLATION_WAIT_S  # None: no limit
 
 
 def load_config(path: str | Path) -> BatchConfig:
@@ -217,6 +240,14 @@ def _integer(value: Any, where: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserInputError(f"{where}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _gigabytes(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserInputError(f"{where}: expected GB > 0 or null, got {value!r}")
+    return float(value)
 
 
 def _boolean(value: Any, where: str) -> bool:
@@ -304,6 +335,10 @@ def _parse_task(raw: Any, where: str, default_timeout: float | None) -> TaskSpec
         gen_kwargs=dict(_mapping(task.get("gen_kwargs"), f"{where}.gen_kwargs")),
         apply_chat_template=_boolean(task.get("apply_chat_template", False), f"{where}.apply_chat_template"),
         timeout_s=_timeout(task["timeout"], f"{where}.timeout") if "timeout" in task else default_timeout,
+        timing_sensitive=_boolean(task["timing_sensitive"], f"{where}.timing_sensitive")
+        if "timing_sensitive" in task
+        else None,
+        gpu_memory_gb=_gigabytes(task.get("gpu_memory_gb"), f"{where}.gpu_memory_gb"),
         where=where,
     )
 
@@ -339,6 +374,7 @@ def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: 
         "gpus_per_job": _integer(entry["gpus_per_job"], f"{where}.gpus_per_job", 0)
         if "gpus_per_job" in entry
         else defaults["gpus_per_job"],
+        "gpu_memory_gb": _gigabytes(entry.get("gpu_memory_gb"), f"{where}.gpu_memory_gb"),
     }
     if "models_csv" in entry:
         for key in ("name", "revision", "peft"):
@@ -412,6 +448,10 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
                         )
                     cells[key] = model.where
     workers = raw.get("workers")
+    isolation = raw.get("isolation", "warn")
+    if isolation not in ISOLATION:
+        raise UserInputError(f"isolation: {isolation!r} is not one of {', '.join(ISOLATION)}")
+    wait_s = raw.get("isolation_wait_s", DEFAULT_ISOLATION_WAIT_S)
     return BatchConfig(
         source=source,
         output_dir=_path(raw.get("output_dir", "results"), "output_dir", base),
@@ -422,4 +462,8 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
         include_path=_path(raw["include_path"], "include_path", base) if raw.get("include_path") else None,
         models=tuple(models),
         tasks=tuple(tasks),
+        jobs_per_gpu=_integer(raw.get("jobs_per_gpu", 1), "jobs_per_gpu", 1),
+        gpu_memory_budget_gb=_gigabytes(raw.get("gpu_memory_budget_gb"), "gpu_memory_budget_gb"),
+        isolation=isolation,
+        isolation_wait_s=_timeout(wait_s, "isolation_wait_s"),
     )

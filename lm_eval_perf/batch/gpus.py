@@ -2,7 +2,9 @@
 
 A GPU counts as busy when more than ``free_mib`` MiB of its memory are in use (NVML's ``used``
 figure, which sees every process - also those of other containers, whose pids NVML cannot map).
-The local pool asks :meth:`GpuProbe.busy` only about GPUs none of its own jobs holds.
+The local pool asks :meth:`GpuProbe.busy` only about GPUs none of its own jobs holds, and
+:meth:`GpuProbe.processes` (the compute processes on each GPU, with their memory) on every round, to
+record what else ran on a job's GPUs and to keep timing-sensitive jobs isolated.
 
 Indices are NVML's (PCI bus order); jobs get ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that CUDA counts
 the same way. If ``batch_eval.py`` itself runs with ``CUDA_VISIBLE_DEVICES`` set (indices or
@@ -12,11 +14,20 @@ the same way. If ``batch_eval.py`` itself runs with ``CUDA_VISIBLE_DEVICES`` set
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Protocol
 
 from lm_eval_perf.errors import UserInputError
 
 DEFAULT_FREE_MIB = 1024
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process NVML lists on a GPU; ``used_bytes`` None where NVML cannot tell (containers)."""
+
+    pid: int  # as NVML reports it: the host's pid, which a container may not see
+    used_bytes: int | None
 
 
 class GpuProbe(Protocol):
@@ -28,6 +39,14 @@ class GpuProbe(Protocol):
 
     def busy(self) -> set[int]:
         """The GPUs (of :meth:`indices`) that other processes hold memory on now."""
+        ...
+
+    def memory_total_bytes(self) -> dict[int, int | None]:
+        """Each GPU's memory in bytes (None: unknown)."""
+        ...
+
+    def processes(self) -> dict[int, list[GpuProcess] | None]:
+        """The compute processes on each GPU now (None: NVML could not list them)."""
         ...
 
 
@@ -52,6 +71,28 @@ class NvmlProbe:
             except self._nvml.NVMLError:
                 busy.add(index)  # a GPU NVML cannot read is not handed out
         return busy
+
+    def memory_total_bytes(self) -> dict[int, int | None]:
+        totals: dict[int, int | None] = {}
+        for index, handle in self._handles.items():
+            try:
+                totals[index] = int(self._nvml.nvmlDeviceGetMemoryInfo(handle).total)
+            except self._nvml.NVMLError:
+                totals[index] = None
+        return totals
+
+    def processes(self) -> dict[int, list[GpuProcess] | None]:
+        found: dict[int, list[GpuProcess] | None] = {}
+        for index, handle in self._handles.items():
+            try:
+                listed = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            except self._nvml.NVMLError:
+                found[index] = None
+                continue
+            found[index] = [
+                GpuProcess(int(p.pid), int(p.usedGpuMemory) if p.usedGpuMemory else None) for p in listed
+            ]
+        return found
 
 
 def _visible(pynvml, count: int) -> list[int]:

@@ -21,8 +21,10 @@ import sys
 from dataclasses import dataclass, field
 
 from lm_eval_perf.batch.config import BatchConfig, ModelSpec, TaskSpec
+from lm_eval_perf.batch.memory import Estimate, estimate
 from lm_eval_perf.batch.names import precision_folder
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.tasks.traits import traits
 
 # The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
 CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
@@ -45,6 +47,9 @@ class Job:
     gpus: int = 0  # GPUs the job needs; 0: it runs on the CPU
     timeout_s: float | None = None
     program: tuple[str, ...] = CHILD_PROGRAM
+    timing_sensitive: bool = False  # runs alone on its GPU(s), which are watched (isolation:)
+    memory_gb: float | None = None  # GPU memory it needs per GPU, for packing; None: unknown (runs alone)
+    memory_basis: str = ""  # how memory_gb was found, or why it is unknown
 
     @property
     def fingerprint(self) -> str:
@@ -63,6 +68,9 @@ class Job:
             "task_label": self.task_label,
             "model_args": self.model_args,
             "gpus": self.gpus,
+            "timing_sensitive": self.timing_sensitive,
+            "gpu_memory_gb": self.memory_gb,
+            "gpu_memory_basis": self.memory_basis,
             "fingerprint": self.fingerprint,
         }
 
@@ -101,8 +109,21 @@ def _lm_eval_args(model_args: dict, task: TaskSpec, include_path: str | None) ->
     return tuple(args)
 
 
+def _memory(model: ModelSpec, precision: str | None, task: TaskSpec, gpus: int, packing: bool) -> Estimate:
+    """The GPU memory of a job for packing (only estimated when the config packs jobs)."""
+    given = [gb for gb in (model.gpu_memory_gb, task.gpu_memory_gb) if gb is not None]
+    if given:
+        return Estimate(max(given), "gpu_memory_gb of the config")
+    if not packing or gpus != 1:
+        return Estimate(None, "not packed" if gpus <= 1 else f"split over {gpus} GPUs: runs alone")
+    return estimate(
+        model.pretrained, model.revision, precision, model.model_args, task.batch_size, traits(task.name)
+    )
+
+
 def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
-    """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU."""
+    """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU. With
+    ``jobs_per_gpu`` > 1 each GPU job gets its memory estimate (:mod:`lm_eval_perf.batch.memory`)."""
     tasks = {t.label: t for t in config.tasks}
     include = str(config.include_path) if config.include_path else None
     jobs = []
@@ -113,6 +134,8 @@ def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
                 for label in model.tasks or tuple(tasks):
                     task = tasks[label]
                     model_args = _model_args(model, precision, ratio, gpus)
+                    memory = _memory(model, precision, task, gpus, config.jobs_per_gpu > 1)
+                    sensitive = task.timing_sensitive
                     jobs.append(
                         Job(
                             key=f"{model.name}/{precision_folder(precision, ratio)}/{label}",
@@ -126,6 +149,11 @@ def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
                             args=_lm_eval_args(model_args, task, include),
                             gpus=gpus,
                             timeout_s=task.timeout_s,
+                            timing_sensitive=traits(task.name).timing_sensitive
+                            if sensitive is None
+                            else sensitive,
+                            memory_gb=memory.gb,
+                            memory_basis=memory.basis,
                         )
                     )
     return jobs

@@ -31,9 +31,12 @@ class Progress:
     def finished(self, outcome: Outcome, again: bool) -> None:
         """One attempt ended; ``again``: it failed and was queued for another attempt."""
         self.running -= 1
-        if outcome.status == "failed":
-            retry = ", will retry" if again else ""
-            self._bar.write(f"failed: {outcome.key}: {outcome.error}{retry} (log: {outcome.log})")
+        if outcome.warning:
+            self._bar.write(f"warning: {outcome.key}: {outcome.warning}")
+        if outcome.status != "done":
+            verb = "stopped" if outcome.status == "pending" else "failed"
+            retry = ", will run again" if again else ""
+            self._bar.write(f"{verb}: {outcome.key}: {outcome.error}{retry} (log: {outcome.log})")
         if not again:
             self.done += outcome.status == "done"
             self.failed += outcome.status == "failed"
@@ -57,17 +60,25 @@ def duration(seconds: float | None) -> str:
 
 
 def matrix_table(jobs: list[Job], states: dict[str, str]) -> str:
-    """The ``--dry-run`` listing: one row per job with its state and model arguments."""
+    """The ``--dry-run`` listing: one row per job with its state, GPUs, GPU memory (for packing;
+    ``alone``: a timing-sensitive job) and model arguments."""
     rows = [
         [
             job.key,
             states.get(job.key, "run"),
             str(job.gpus),
+            _memory(job),
             json.dumps(job.model_args, separators=(",", ":")),
         ]
         for job in jobs
     ]
-    return markdown_table(["job", "state", "GPUs", "model_args"], rows)
+    return markdown_table(["job", "state", "GPUs", "GPU GB", "model_args"], rows)
+
+
+def _memory(job: Job) -> str:
+    if job.gpus and job.timing_sensitive:
+        return "alone"
+    return "--" if job.memory_gb is None else f"{job.memory_gb:.1f}"
 
 
 def summary_table(jobs: list[Job], store: JobStore) -> str:

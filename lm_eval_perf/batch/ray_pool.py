@@ -26,7 +26,6 @@ worker (node lost, preempted) is a failed attempt, retried per ``retries:``.
 
 from __future__ import annotations
 
-import socket
 import time
 
 from lm_eval_perf.batch import runner
@@ -121,21 +120,8 @@ class RayPool:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as exc:
             text = str(exc).strip() or type(exc).__name__
-            now = time.time()
-            return Outcome(
-                key=job.key,
-                status="failed",
-                attempts=number,
-                started_at=submitted,
-                finished_at=now,
-                duration_s=now - submitted,
-                exit_code=None,
-                error=f"Ray task failed: {text.splitlines()[0]}",
-                tail="\n".join(text.splitlines()[-runner.TAIL_LINES :]),
-                log=str(self.layout.log_path(job.key)),
-                cuda_visible_devices=None,
-                host=socket.gethostname(),
-            )
+            error = f"Ray task failed: {text.splitlines()[0]}"
+            return runner.not_run(job, self.layout, number, submitted, error, text)
 
     def stop(self) -> list[str]:
         keys = [job.key for job, _, _ in self._running.values()]

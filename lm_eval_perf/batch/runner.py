@@ -53,7 +53,7 @@ class Outcome:
     """How an attempt ended; ``duration_s`` is its wall time in seconds."""
 
     key: str
-    status: str  # "done" | "failed"
+    status: str  # "done" | "failed" | "pending" (stopped by the pool, to run again: isolation: wait)
     attempts: int
     started_at: float  # Unix seconds
     finished_at: float  # Unix seconds
@@ -64,6 +64,8 @@ class Outcome:
     log: str
     cuda_visible_devices: str | None
     host: str
+    gpu_sharing: dict | None = None  # what else ran on its GPUs (batch.sharing); None: CPU or Ray
+    warning: str | None = None
 
     def record(self) -> dict:
         return asdict(self)
@@ -149,12 +151,24 @@ def _error(exit_code: int, timed_out: bool, timeout_s: float | None, results: bo
     return None if results else "exited 0 but wrote no results_*.json"
 
 
-def finish(attempt: Attempt, layout: Layout, exit_code: int, timed_out: bool) -> Outcome:
-    """Promote a successful attempt's staging folder to the result folder, or discard it."""
+def finish(
+    attempt: Attempt,
+    layout: Layout,
+    exit_code: int,
+    timed_out: bool,
+    gpu_sharing: dict | None = None,
+    warning: str | None = None,
+    stopped_for: str | None = None,
+) -> Outcome:
+    """Promote a successful attempt's staging folder to the result folder, or discard it.
+    ``gpu_sharing`` and ``warning`` go into the job's record; ``stopped_for``: why the pool stopped
+    the attempt (its error, if it failed)."""
     job, final = attempt.job, layout.result_dir(attempt.job.key)
     results = sorted(attempt.staging.rglob("results_*.json"))
     tail = _tail(attempt.log)
     error = _error(exit_code, timed_out, job.timeout_s, bool(results), tail)
+    if error and stopped_for:
+        error = stopped_for
     outcome = Outcome(
         key=job.key,
         status="failed" if error else "done",
@@ -168,6 +182,8 @@ def finish(attempt: Attempt, layout: Layout, exit_code: int, timed_out: bool) ->
         log=str(attempt.log),
         cuda_visible_devices=attempt.cuda_visible_devices,
         host=socket.gethostname(),
+        gpu_sharing=gpu_sharing,
+        warning=warning,
     )
     if error is None:
         record = {
@@ -186,6 +202,34 @@ def finish(attempt: Attempt, layout: Layout, exit_code: int, timed_out: bool) ->
                 outcome = replace(outcome, status="failed", error=message, tail=message)
     discard(attempt)
     return outcome
+
+
+def not_run(
+    job: Job, layout: Layout, number: int, started_at: float, error: str, detail: str = ""
+) -> Outcome:
+    """A failed attempt that has no process of its own (refused, or lost with its Ray worker); its
+    error and ``detail`` are appended to the job's log, whose path the outcome names."""
+    log = layout.log_path(job.key)
+    tail = "\n".join((detail or error).splitlines()[-TAIL_LINES:])
+    with contextlib.suppress(OSError):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(f"{ATTEMPT_MARK}{number} of {job.key} on {socket.gethostname()}: not run\n{tail}\n")
+    now = time.time()
+    return Outcome(
+        key=job.key,
+        status="failed",
+        attempts=number,
+        started_at=started_at,
+        finished_at=now,
+        duration_s=now - started_at,
+        exit_code=None,
+        error=error,
+        tail=tail,
+        log=str(log),
+        cuda_visible_devices=None,
+        host=socket.gethostname(),
+    )
 
 
 def discard(attempt: Attempt) -> None:

@@ -6,7 +6,8 @@ that were ``running`` when a previous batch died, and ``done`` jobs whose result
 :func:`prepare` writes that to the store (under the output folder's lock) and deletes the staging
 folders killed attempts left. :func:`run` starts jobs whenever the executor has room (a job that
 fits may overtake a bigger one waiting for GPUs), records every outcome, re-queues a failed job up
-to ``retries`` times, and on Ctrl-C kills the running jobs and puts them back to ``pending``.
+to ``retries`` times (a job the executor stopped to run again - ``pending`` - goes back without
+counting as a retry), and on Ctrl-C kills the running jobs and puts them back to ``pending``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,11 @@ def run(jobs: list[Job], store: JobStore, executor: Executor, retries: int, prog
                     store.save()
                     progress.started(job)
             for outcome in executor.wait(POLL_S):
-                again = outcome.status == "failed" and tries[outcome.key] <= retries
+                if outcome.status == "pending":
+                    tries[outcome.key] -= 1
+                again = outcome.status == "pending" or (
+                    outcome.status == "failed" and tries[outcome.key] <= retries
+                )
                 status = "pending" if again else outcome.status
                 store.update(outcome.key, **{**outcome.record(), "status": status})
                 store.save()
