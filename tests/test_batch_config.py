@@ -256,3 +256,43 @@ def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
     assert "arch_tiny-llama/bfloat16/bbh" in out
     assert "2 jobs on local CPU" in out and "2 to run" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.yaml"]
+
+
+def test_streamed_esd_is_one_lm_eval_perf_esd_job_per_model_sharing_gpus(tmp_path):
+    write(tmp_path / "models.csv", "model,revision,source_model,name\norg/base,v1,,\n./lora,,org/base,lora\n")
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            """
+precisions: [bfloat16, float16]
+ratios: [1.0, 0.6]
+jobs_per_gpu: 4
+models:
+  - {models_csv: models.csv, gpus_per_job: 2}
+tasks:
+  - {name: esd, label: esd-stream, metadata: {stream: true, fix_fingers: xmin_mid}}
+  - {name: esd, label: esd-loaded}
+""",
+        )
+    )
+    jobs = {j.key: j for j in expand(config, on_gpu=True)}
+    streamed = {k: j for k, j in jobs.items() if k.endswith("/esd-stream")}
+    assert sorted(streamed) == ["lora/default/esd-stream", "org__base@v1/default/esd-stream"]
+    assert len(jobs) - len(streamed) == 2 * 4  # the loaded esd task keeps the precision × ratio axes
+    base, lora = streamed["org__base@v1/default/esd-stream"], streamed["lora/default/esd-stream"]
+    assert base.gpus == 1 and base.per_gpu == 4 and base.gpu_share == 0.25
+    assert base.args[:5] == ("esd", "--model", "org/base", "--revision", "v1")
+    assert json.loads(base.args[base.args.index("--metadata") + 1]) == {
+        "stream": True,
+        "fix_fingers": "xmin_mid",
+    }
+    assert base.args[base.args.index("--gpu-memory-fraction") + 1] == "0.2375"
+    assert lora.args[:5] == ("esd", "--model", "org/base", "--peft", str(tmp_path / "lora"))
+    assert jobs["lora/bfloat16/esd-loaded"].per_gpu == 1 and jobs["lora/bfloat16/esd-loaded"].gpus == 2
+    on_cpu = {j.key: j for j in expand(config, on_gpu=False)}
+    assert on_cpu[base.key].gpus == 0 and "--gpu-memory-fraction" not in on_cpu[base.key].args
+    with pytest.raises(UserInputError, match=r"tasks\[0\]\.metadata\.stream='maybe'"):
+        bad = load_config(
+            write(tmp_path / "c.yaml", "models: [a/b]\ntasks: [{name: esd, metadata: {stream: maybe}}]\n")
+        )
+        expand(bad, on_gpu=False)

@@ -63,7 +63,9 @@ class FakeGpus:
         return set(self._busy)
 
 
-def sleep_job(key: str, *options: str, gpus: int = 0, timeout_s: float | None = None) -> Job:
+def sleep_job(
+    key: str, *options: str, gpus: int = 0, timeout_s: float | None = None, per_gpu: int = 1
+) -> Job:
     model, precision, task = key.split("/")
     return Job(
         key=key,
@@ -75,6 +77,7 @@ def sleep_job(key: str, *options: str, gpus: int = 0, timeout_s: float | None = 
         task_label=task,
         args=options,
         gpus=gpus,
+        per_gpu=per_gpu,
         timeout_s=timeout_s,
         program=(sys.executable, "-c", SLEEP_JOB),
     )
@@ -114,6 +117,27 @@ def test_gpu_pool_one_job_per_free_gpu_skips_busy_gpus(tmp_path):
         assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(intervals))
     # both free GPUs were used at the same time
     assert any(a[0] < b[1] and b[0] < a[1] for a in per_gpu["0"] for b in per_gpu["2"])
+
+
+def test_gpu_pool_shares_a_gpu_among_sharing_jobs_only_up_to_per_gpu(tmp_path):
+    shared = [sleep_job(f"s{i}/default/esd", "sleep=0.8", gpus=1, per_gpu=2) for i in range(6)]
+    alone = [sleep_job(f"m{i}/bf16/t", "sleep=0.8", gpus=1) for i in range(2)]
+    _, store = run_jobs([*shared, *alone], tmp_path, FakeGpus())
+    assert {store.status(j.key) for j in [*shared, *alone]} == {"done"}
+    spans = {j.key: (ran(tmp_path, j.key)["cuda"], ran(tmp_path, j.key)["start"], ran(tmp_path, j.key)["end"])
+             for j in [*shared, *alone]}  # fmt: skip
+    assert {gpu for gpu, _, _ in spans.values()} == {"0", "2"}  # GPU 1 is busy with another process
+
+    def together(a: str, b: str) -> bool:
+        (gpu_a, start_a, end_a), (gpu_b, start_b, end_b) = spans[a], spans[b]
+        return gpu_a == gpu_b and start_a < end_b and start_b < end_a
+
+    for job in alone:  # a job that does not share never has company on its GPU
+        assert not any(together(job.key, other) for other in spans if other != job.key)
+    for job in shared:  # at most per_gpu at once: never two others overlapping it and each other
+        company = [o.key for o in shared if o.key != job.key and together(job.key, o.key)]
+        assert not any(together(a, b) for a, b in itertools.combinations(company, 2))
+    assert any(together(a.key, b.key) for a, b in itertools.combinations(shared, 2))
 
 
 def test_gpu_pool_waits_while_every_gpu_is_busy(tmp_path, monkeypatch):

@@ -271,6 +271,7 @@ def test_a_spectrum_too_short_to_fit_has_nan_alpha_not_zero():
         ({"filter_zeros": "maybe"}, "filter_zeros"),
         ({"evals_thresh": "small"}, "evals_thresh"),
         ({"eig_streams": 0}, "eig_streams"),
+        ({"eig_solver": "magma"}, "eig_solver"),
     ],
 )
 def test_bad_options_are_one_line_user_errors(options, message):
@@ -302,3 +303,21 @@ def test_tf32_setting_is_restored_after_the_gram_matmul():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_the_batched_cusolver_path_is_refused_off_the_gpu():
+    with pytest.raises(UserInputError, match="CUDA device") as caught:
+        analyze(_model(), ESDOptions(eig_solver="cusolver_batched"))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuSOLVER's XsyevBatched needs a CUDA GPU")
+@pytest.mark.parametrize("eig_dtype", ["float64", "float32"])
+def test_the_batched_cusolver_path_gives_the_default_paths_rows(eig_dtype):
+    model = _model().cuda()
+    default = analyze(model, ESDOptions(eig_dtype=eig_dtype)).rows
+    batched = analyze(model, ESDOptions(eig_dtype=eig_dtype, eig_solver="cusolver_batched")).rows
+    rel = 1e-9 if eig_dtype == "float64" else 1e-4
+    for a, b in zip(batched, default):
+        for column in ("alpha", "spectral_norm", "stable_rank", "norm"):
+            assert a[column] == pytest.approx(b[column], rel=rel), (a["longname"], column)

@@ -5,6 +5,7 @@
     ray_address: auto                   # executor: ray only; auto | local | host:port | ray://...
     gpus_per_job: 1                     # >1: the model is split over the GPUs (parallelize=True)
     workers: null                       # at most this many jobs at once (default: one per free GPU, 1 on CPU)
+    jobs_per_gpu: 1                     # streamed ESD jobs (esd task, stream: true) sharing one GPU
     timeout: 21600                      # seconds per job (null: none); a task may set its own
     retries: 0                          # automatic re-runs of a failed job within one run
     include_path: ./my_tasks            # extra lm-eval task folder (--include_path)
@@ -33,6 +34,13 @@
         gen_kwargs: {max_gen_toks: 2048}  # --gen_kwargs
         apply_chat_template: true       # --apply_chat_template (few-shot examples as turns)
         timeout: 3600
+
+An ``esd`` task with ``metadata: {stream: true}`` runs as ``lm-eval-perf esd`` (the checkpoint read
+tensor by tensor, no lm-eval, no model load; see :mod:`lm_eval_perf.tasks.esd.cli`): one job per model
+whatever its ``precisions``/``ratios`` (it reads the weights as stored; folder ``default``), its
+``model_args`` unused. ``jobs_per_gpu`` lets that many such jobs share a GPU, each capped to its share of
+the GPU's memory (``--gpu-memory-fraction``); other jobs keep a GPU to themselves. (A minimal packing
+for streamed ESD only, whose memory is bounded by its ``batch_gib``.)
 
 Strings may use ``${VAR}`` / ``${VAR:-default}`` (see :mod:`lm_eval_perf.batch.envexpand`);
 ``${CONFIG_DIR}`` is this file's folder. Errors are one line naming the key path, e.g.
@@ -64,6 +72,7 @@ TOP_KEYS = (
     "ray_address",
     "gpus_per_job",
     "workers",
+    "jobs_per_gpu",
     "timeout",
     "retries",
     "include_path",
@@ -140,6 +149,7 @@ class BatchConfig:
     ray_address: str
     workers: int | None
     retries: int
+    jobs_per_gpu: int
     include_path: Path | None
     models: tuple[ModelSpec, ...]
     tasks: tuple[TaskSpec, ...]
@@ -418,6 +428,7 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
         executor=executor,
         ray_address=_string(raw.get("ray_address", "auto"), "ray_address"),
         workers=None if workers is None else _integer(workers, "workers", 1),
+        jobs_per_gpu=_integer(raw.get("jobs_per_gpu", 1), "jobs_per_gpu", 1),
         retries=_integer(raw.get("retries", 0), "retries", 0),
         include_path=_path(raw["include_path"], "include_path", base) if raw.get("include_path") else None,
         models=tuple(models),

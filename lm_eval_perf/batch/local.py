@@ -2,7 +2,9 @@
 
 With GPUs (found by :mod:`lm_eval_perf.batch.gpus`): a job needing ``g`` GPUs starts as soon as
 ``g`` GPUs are free - held by none of this pool's jobs and busy for no other process - pinned to
-them by ``CUDA_VISIBLE_DEVICES``; ``workers`` (optional) caps how many jobs run at once. Jobs with
+them by ``CUDA_VISIBLE_DEVICES``; ``workers`` (optional) caps how many jobs run at once. Streamed ESD
+jobs with ``jobs_per_gpu`` > 1 (``Job.per_gpu``) also join a GPU that holds fewer than that many jobs,
+all of their kind (free GPUs are filled first). Jobs with
 ``gpus_per_job: 0`` run on the CPU, ``workers`` (default 1) at a time. Without GPUs every job runs
 on the CPU, ``workers`` (default 1) at a time; with several workers each job's torch gets an equal
 share of the cores (``OMP_NUM_THREADS``, unless set).
@@ -66,6 +68,24 @@ class LocalPool:
     def _taken(self) -> set[int]:
         return {g for _, gpus in self._running.values() for g in gpus}
 
+    def _shared(self, job: Job) -> list[int]:
+        """GPUs that ``job`` (a one-GPU job with ``per_gpu`` > 1) may join: each holds fewer than
+        ``per_gpu`` jobs, all of its kind. NVML counts those jobs' memory as in use, so a GPU they
+        share is not asked about again; other processes' memory was checked when the first one started."""
+        if job.gpus != 1 or job.per_gpu <= 1:
+            return []
+        holders: dict[int, list[Job]] = {}
+        for attempt, gpus in self._running.values():
+            for g in gpus:
+                holders.setdefault(g, []).append(attempt.job)
+        return [
+            g
+            for g in self.devices
+            if g in holders
+            and len(holders[g]) < job.per_gpu
+            and all(other.per_gpu == job.per_gpu and other.gpus == 1 for other in holders[g])
+        ]
+
     def full(self) -> bool:
         return self.workers is not None and self.active >= self.workers
 
@@ -81,6 +101,7 @@ class LocalPool:
         else:
             taken = self._taken()
             free = [g for g in self.devices if g not in taken and g not in self._busy]
+            free += self._shared(job)
             if len(free) < job.gpus:
                 return False
             gpus = free[: job.gpus]

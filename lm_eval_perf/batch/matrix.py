@@ -11,6 +11,10 @@ under ``<output_dir>/results/``:
   Ratio 1.0 is the untouched model: it gets no suffix and no ``svd_ratio=``, so it shares its folder
   with the same cell of a config without a ratio axis;
 * ``<task>`` - the task's ``label:`` (default: its name).
+
+An ``esd`` task with ``stream: true`` in its metadata is not an lm-eval run: its job is
+``lm-eval-perf esd`` on the model's checkpoint (:func:`streamed_esd_args`), one per model (precision
+folder ``default``), and may share a GPU with ``jobs_per_gpu - 1`` others of its kind.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from lm_eval_perf.batch.config import BatchConfig, ModelSpec, TaskSpec
 from lm_eval_perf.batch.names import precision_folder
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.tasks.options import boolean_option
 
 # The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
 CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
@@ -43,8 +48,14 @@ class Job:
     model_args: dict = field(default_factory=dict)
     args: tuple[str, ...] = ()  # the program's arguments, without --output_path and --device
     gpus: int = 0  # GPUs the job needs; 0: it runs on the CPU
+    per_gpu: int = 1  # jobs of this kind one GPU may hold at once (streamed ESD with jobs_per_gpu)
     timeout_s: float | None = None
     program: tuple[str, ...] = CHILD_PROGRAM
+
+    @property
+    def gpu_share(self) -> float:
+        """GPUs the job takes: ``gpus``, or a 1/``per_gpu`` share of one for a GPU-sharing job."""
+        return self.gpus / self.per_gpu if self.gpus == 1 else float(self.gpus)
 
     @property
     def fingerprint(self) -> str:
@@ -101,6 +112,49 @@ def _lm_eval_args(model_args: dict, task: TaskSpec, include_path: str | None) ->
     return tuple(args)
 
 
+def is_streamed_esd(task: TaskSpec) -> bool:
+    """An ``esd`` task with ``stream: true``: run by ``lm-eval-perf esd``, not lm-eval."""
+    return task.name == "esd" and boolean_option(
+        f"{task.where}.metadata.stream", task.metadata.get("stream", False)
+    )
+
+
+def streamed_esd_args(model: ModelSpec, task: TaskSpec, per_gpu: int) -> tuple[str, ...]:
+    """``lm-eval-perf esd`` arguments of a streamed ESD job (``--output_path``/``--device`` come later)."""
+    args = ["esd", "--model", model.pretrained]
+    if model.revision:
+        args += ["--revision", model.revision]
+    if model.peft:
+        args += ["--peft", model.peft]
+    args += ["--metadata", json.dumps(task.metadata)]
+    if per_gpu > 1:
+        args += ["--gpu-memory-fraction", f"{0.95 / per_gpu:.4f}"]  # 5 % left for the CUDA contexts
+    return tuple(args)
+
+
+def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int, per_gpu: int) -> Job:
+    model_args = {
+        k: v
+        for k, v in (("pretrained", model.pretrained), ("revision", model.revision), ("peft", model.peft))
+        if v
+    }
+    share = per_gpu if gpus else 1
+    return Job(
+        key=f"{model.name}/{precision_folder(None, None)}/{label}",
+        model=model.name,
+        pretrained=model.pretrained,
+        precision=None,
+        compression_ratio=None,
+        task=task.name,
+        task_label=label,
+        model_args=model_args,
+        args=streamed_esd_args(model, task, share),
+        gpus=min(gpus, 1),  # it reads one tensor at a time: one GPU is all it uses
+        per_gpu=share,
+        timeout_s=task.timeout_s,
+    )
+
+
 def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
     """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU."""
     tasks = {t.label: t for t in config.tasks}
@@ -108,9 +162,14 @@ def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
     jobs = []
     for model in config.models:
         gpus = model.gpus_per_job if on_gpu else 0
+        streamed = [label for label in model.tasks or tuple(tasks) if is_streamed_esd(tasks[label])]
+        for label in streamed:
+            jobs.append(_streamed_esd_job(model, tasks[label], label, gpus, config.jobs_per_gpu))
         for precision in model.precisions:
             for ratio in model.ratios:
                 for label in model.tasks or tuple(tasks):
+                    if label in streamed:
+                        continue
                     task = tasks[label]
                     model_args = _model_args(model, precision, ratio, gpus)
                     jobs.append(

@@ -18,7 +18,8 @@ results and logs there. Starting a cluster::
 ``ray://<host>:10001`` (Ray client) or ``local`` (start a private single-machine Ray instance,
 for trying things out and for tests).
 
-At most as many jobs are submitted as the cluster's GPUs can hold (``gpus_per_job`` each; with
+At most as many jobs are submitted as the cluster's GPUs can hold (``gpus_per_job`` each, a fraction
+1/``jobs_per_gpu`` for streamed ESD jobs, which Ray packs onto shared GPUs; with
 ``workers`` as an extra cap), so submitted jobs are running jobs; on a cluster without GPUs jobs
 run on CPUs, ``workers`` (default: the cluster's CPU count) at a time. A task that dies with its
 worker (node lost, preempted) is a failed attempt, retried per ``retries:``.
@@ -98,11 +99,12 @@ class RayPool:
         if self.full():
             return False
         if job.gpus:
-            if sum(j.gpus for j, _, _ in self._running.values()) + job.gpus > self.total_gpus:
+            if sum(j.gpu_share for j, _, _ in self._running.values()) + job.gpu_share > self.total_gpus:
                 return False
         elif sum(1 for j, _, _ in self._running.values() if not j.gpus) >= (self.workers or self.total_cpus):
             return False
-        ref = self._task.options(num_gpus=job.gpus, num_cpus=1, name=job.key).remote(job, self.layout, number)
+        task = self._task.options(num_gpus=job.gpu_share, num_cpus=1, name=job.key)
+        ref = task.remote(job, self.layout, number)
         self._running[ref] = (job, number, time.time())
         return True
 

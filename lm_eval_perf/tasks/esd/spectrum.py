@@ -45,6 +45,7 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.tasks.esd.streams import map_on_streams
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SOLVERS = ("torch", "cusolver_batched")  # see gram_eigenvalues
 DEFAULT_BATCH_BYTES = 1 << 30  # device memory one stacked batch (weights, Gram, workspace) may take
 
 
@@ -75,17 +76,29 @@ def _is_analysed(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
 
 
-def layer_weights(model: nn.Module) -> list[LayerWeight]:
-    """The analysed layers of ``model`` in ``named_modules`` order (a shared weight counted once)."""
-    layers: list[LayerWeight] = []
+def analysed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The analysed modules of ``model`` in ``named_modules`` order, a shared weight counted once (under
+    the first module that holds it). Works on a model built on the ``meta`` device: the streamed path
+    (:mod:`.stream`) selects its layers with this same function."""
+    selected: list[tuple[str, nn.Module]] = []
     seen: set[int] = set()
     for name, module in model.named_modules():
-        if not _is_analysed(module):
-            continue
+        if _is_analysed(module) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            selected.append((name, module))
+    return selected
+
+
+def module_params(module: nn.Module) -> int:
+    """The ``params`` column: elements of the module's own parameters (weight and bias)."""
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def layer_weights(model: nn.Module) -> list[LayerWeight]:
+    """The analysed layers of ``model`` (see :func:`analysed_modules`) with their loaded weights."""
+    layers: list[LayerWeight] = []
+    for name, module in analysed_modules(model):
         weight = module.weight
-        if id(weight) in seen:
-            continue
-        seen.add(id(weight))
         if not weight.is_floating_point() or weight.dim() < 2:
             raise UserInputError(
                 f"layer {name} holds a {str(weight.dtype).removeprefix('torch.')} weight of shape "
@@ -93,8 +106,9 @@ def layer_weights(model: nn.Module) -> list[LayerWeight]:
             )
         if weight.is_meta:
             raise UserInputError(f"layer {name} has no weights loaded (meta device): load the model fully")
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        layers.append(LayerWeight(name, weight, int(weight.shape[0]), int(weight.shape[1]), params))
+        layers.append(
+            LayerWeight(name, weight, int(weight.shape[0]), int(weight.shape[1]), module_params(module))
+        )
     return layers
 
 
@@ -118,18 +132,42 @@ def exact_fp32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``."""
-    w = matrices.to(dtype)
-    gram = w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
-    return torch.linalg.eigvalsh(gram).clamp_min_(0)
+def _gram(w: torch.Tensor) -> torch.Tensor:
+    """WᵀW or WWᵀ, whichever is smaller, of a matrix or a stack of matrices."""
+    return w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
 
 
-def _batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int) -> int:
+def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype, solver: str = "torch") -> torch.Tensor:
+    """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``.
+
+    ``solver="torch"``: the stack is converted at once and ``torch.linalg.eigvalsh`` solves the Grams
+    (one cuSOLVER ``syevd`` call per matrix on a GPU). ``"cusolver_batched"``: each matrix is converted
+    and reduced to its Gram on its own, and one cuSOLVER ``XsyevBatched`` call solves the whole stack
+    (:mod:`.cusolver`; CUDA only).
+    """
+    if solver == "torch":
+        return torch.linalg.eigvalsh(_gram(matrices.to(dtype))).clamp_min_(0)
+    from lm_eval_perf.tasks.esd import cusolver
+
+    grams = torch.stack([_gram(m.to(dtype)) for m in matrices])
+    return cusolver.eigvalsh_batched(grams).clamp_min_(0)
+
+
+def matrix_bytes(rows: int, cols: int, dtype: torch.dtype, solver: str = "torch") -> int:
+    """Device memory one matrix of a batch takes while it is solved (``dtype`` bytes): the converted
+    weight, its Gram and the solver's workspace (``torch``), or its Gram and workspace only
+    (``cusolver_batched``, which converts one weight at a time: see :func:`batch_size`)."""
     n = min(rows, cols)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    per_matrix = (rows * cols + 3 * n * n) * itemsize  # converted weight, Gram, eigvalsh workspace
-    return max(1, batch_bytes // per_matrix)
+    weight = rows * cols if solver == "torch" else 0
+    return (weight + 3 * n * n) * itemsize
+
+
+def batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int, solver: str = "torch") -> int:
+    """How many rows×cols matrices one batch stacks within ``batch_bytes`` of device memory (≥ 1)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    shared = 0 if solver == "torch" else rows * cols * itemsize  # the one weight being converted
+    return max(1, (batch_bytes - shared) // matrix_bytes(rows, cols, dtype, solver))
 
 
 def layer_eigenvalues(
@@ -138,11 +176,13 @@ def layer_eigenvalues(
     conv_norm: float = 0.5,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     streams: int = 1,
+    solver: str = "torch",
 ) -> list[torch.Tensor]:
     """Per layer, all eigenvalues of WᵀW (k·min(M, N) for a convolution), ascending, on its device.
 
     Matrices of one shape and device are stacked into batches of at most ``batch_bytes`` of device
     memory; with ``streams`` > 1 that many batches are solved concurrently on CUDA side streams.
+    ``solver``: see :func:`gram_eigenvalues`.
     """
     groups: dict[tuple, list[tuple[int, int]]] = {}  # (rows, cols, device) -> [(layer, position)]
     for index, layer in enumerate(layers):
@@ -150,12 +190,12 @@ def layer_eigenvalues(
         groups.setdefault(key, []).extend((index, k) for k in range(layer.kernel_positions))
     jobs: list[list[tuple[int, int]]] = []
     for (rows, cols, _device), members in groups.items():
-        size = _batch_size(rows, cols, dtype, batch_bytes)
+        size = batch_size(rows, cols, dtype, batch_bytes, solver)
         jobs.extend(members[start : start + size] for start in range(0, len(members), size))
 
     def solve(chunk: list[tuple[int, int]]) -> list[torch.Tensor]:
         matrices = {i: _matrices(layers[i], conv_norm, dtype) for i, _k in chunk}
-        return [gram_eigenvalues(torch.stack([matrices[i][k] for i, k in chunk]), dtype)]
+        return [gram_eigenvalues(torch.stack([matrices[i][k] for i, k in chunk]), dtype, solver)]
 
     with exact_fp32_matmul():
         solved = map_on_streams(solve, jobs, lambda chunk: layers[chunk[0][0]].weight.device, streams)
@@ -171,3 +211,10 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserInputError(f"esd eig_dtype={name!r}: use one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def check_solver(name: str) -> str:
+    """``name`` if it is one of :data:`SOLVERS`; anything else is a :class:`UserInputError`."""
+    if name not in SOLVERS:
+        raise UserInputError(f"esd eig_solver={name!r}: use one of {', '.join(SOLVERS)}")
+    return name
