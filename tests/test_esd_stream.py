@@ -96,9 +96,12 @@ def test_gguf_tensors_are_those_of_the_converted_folder(smollm2_dir):
 def _esd_child(model: Path, out: Path, metadata: str) -> tuple[int, int]:
     """``lm-eval-perf esd`` in a child process on the CPU: (exit status, its peak RSS in bytes)."""
     command = [sys.executable, "-m", "lm_eval_perf.cli", "esd", "--model", str(model), "--out", str(out)]
-    child = subprocess.Popen([*command, "--device", "cpu", "--metadata", metadata], stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    assert status == 0, child.stderr.read().decode()[-2000:]
+    with (out.parent / f"{out.name}.log").open("w+") as log:  # a file: a full pipe cannot block it
+        child = subprocess.Popen([*command, "--device", "cpu", "--metadata", metadata], stderr=log)
+        _, status, usage = os.wait4(child.pid, 0)  # reaped here, with its resource usage
+        child.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        assert status == 0, log.read()[-2000:]
     return status, usage.ru_maxrss * 1024  # Linux reports kilobytes
 
 

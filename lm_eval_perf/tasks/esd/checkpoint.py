@@ -29,6 +29,7 @@ Which keys hold the analysed layers is decided by :mod:`.stream` from a model sk
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 from collections.abc import Mapping
@@ -59,6 +60,11 @@ class TensorRef:
     offset: int  # bytes from the start of the file (tensors are read in file order)
     nbytes: int
     stored_name: str = ""  # the name in the file where it differs from ``key`` (GGUF)
+
+    @property
+    def loaded_bytes(self) -> int:
+        """Bytes the tensor takes once read: as stored, or as float32 (at most) when dequantized from GGUF."""
+        return math.prod(self.shape) * 4 if self.dtype.startswith("gguf:") else self.nbytes
 
     @property
     def is_float(self) -> bool:

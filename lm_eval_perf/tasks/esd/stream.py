@@ -10,27 +10,29 @@
    one of its parameter names (a tied ``lm_head`` under the embedding's), also with or without the
    model's ``base_model_prefix``; shape and dtype are checked against the file before anything is read.
 2. **Reading** (:mod:`.checkpoint`): the weights in file order, one tensor at a time, by a reader
-   thread that stays at most ``PREFETCH`` tensors ahead, so that reading the next tensors (and the
-   host-to-device copy, on its own CUDA stream) overlaps the current eigensolve. A PEFT LoRA adapter
-   is merged into each weight on the device as it arrives (:mod:`.adapter`).
+   thread that may run up to ``batch_gib`` of weights ahead of the solver, so that reading the
+   next batch (and its host-to-device copies, on their own CUDA stream) overlaps the current
+   eigensolve. A PEFT LoRA adapter is merged into each weight on the device as it arrives
+   (:mod:`.adapter`).
 3. **Solving**: weights wait on the device until the next one would take the pending set over
    ``batch_gib``; then :func:`.estimator.eigenvalues` solves them (same-shape matrices batched), and
    they are freed. The rows come from :func:`.estimator.layer_rows`, as in the loaded path.
 
-Memory bound: host - the tensor being read and those queued (``PREFETCH``), each copied out of its
-file, which is closed again (never a whole shard or model); device - the pending batch (``batch_gib``,
-counting each matrix's solve memory) plus the queued tensors. On a CPU the device *is* the host, so
-there the batch is host memory too. The largest tensor, not the model, sets the floor: a 70B model
-streams through the memory its biggest matrix and one batch need.
+Memory bound: host - the tensor being read, copied out of its file, which is closed again (never a
+whole shard or model); device - the pending batch (``batch_gib``, counting each matrix's solve
+memory) plus at most ``batch_gib`` of weights read ahead. On a CPU the device *is* the host, so
+there both count as host memory. The largest tensor and ``batch_gib``, not the model, set the peak:
+a 70B model streams through the memory its biggest matrix and two batches need.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
+import math
 import resource
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +46,6 @@ from lm_eval_perf.tasks.esd.adapter import LoraAdapter
 from lm_eval_perf.tasks.esd.checkpoint import Checkpoint, TensorRef, build_skeleton, weight_aliases
 from lm_eval_perf.tasks.esd.estimator import ESDOptions, ESDResult, eigenvalues, layer_rows
 
-PREFETCH = 2  # tensors the reader may be ahead of the solver
 _DONE = object()
 
 
@@ -125,13 +126,49 @@ def plan_layers(skeleton: torch.nn.Module, refs: dict[str, TensorRef]) -> list[P
 
 
 def _cost(layer: PlannedLayer, options: ESDOptions) -> int:
-    """Device bytes a pending layer counts against ``batch_gib``: its stored weight and its solve."""
+    """Device bytes a pending layer counts against ``batch_gib``: its weight as read and its solve."""
     dtype = spectrum.parse_dtype(options.eig_dtype)
-    positions = 1
-    for size in layer.ref.shape[2:]:
-        positions *= size
+    positions = math.prod(layer.ref.shape[2:])
     solve = spectrum.matrix_bytes(layer.M, layer.N, dtype, options.eig_solver) * positions
-    return layer.ref.nbytes + solve
+    return layer.ref.loaded_bytes + solve
+
+
+class _Ahead:
+    """Weights handed from the reader thread to the solver; the reader may be ``limit`` bytes ahead
+    (always at least one tensor)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: deque[tuple[object, int]] = deque()
+        self.bytes = 0
+        self.closed = False
+        self.changed = threading.Condition()
+
+    def room(self, nbytes: int) -> bool:
+        """Wait until ``nbytes`` more fit (False: the solver stopped)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.closed or not self.items or self.bytes + nbytes <= self.limit)
+            return not self.closed
+
+    def put(self, item: object, nbytes: int = 0) -> None:
+        with self.changed:
+            self.items.append((item, nbytes))
+            self.bytes += nbytes
+            self.changed.notify_all()
+
+    def get(self) -> object:
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self.items))
+            item, nbytes = self.items.popleft()
+            self.bytes -= nbytes
+            self.changed.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self.changed:
+            self.closed = True
+            self.items.clear()
+            self.changed.notify_all()
 
 
 def _read_ahead(
@@ -139,29 +176,22 @@ def _read_ahead(
     checkpoint: Checkpoint,
     adapter: LoraAdapter | None,
     device: torch.device,
+    ahead_bytes: int,
     timing: dict[str, float],
 ) -> Iterator[tuple[PlannedLayer, torch.Tensor]]:
-    """Each layer's (merged) weight on ``device``, read by a thread at most ``PREFETCH`` tensors ahead.
+    """Each layer's (merged) weight on ``device``, read by a thread up to ``ahead_bytes`` (as read)
+    ahead of the consumer, so that reading overlaps solving.
 
     On a GPU the thread copies on its own stream and the consumer's stream waits for that copy; the
     tensor is marked as used there, so its memory is not handed out again before the consumer is done.
     """
-    ready: queue.Queue = queue.Queue(maxsize=PREFETCH)
-    stop = threading.Event()
+    ahead = _Ahead(ahead_bytes)
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
-
-    def put(item: object) -> None:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
     def work() -> None:
         try:
             for layer in layers:
-                if stop.is_set():
+                if not ahead.room(layer.ref.loaded_bytes):
                     return
                 started = time.perf_counter()
                 with torch.no_grad(), torch.cuda.stream(side) if side else contextlib.nullcontext():
@@ -170,33 +200,30 @@ def _read_ahead(
                         weight = adapter.merged(layer.name, weight)
                     event = side.record_event() if side else None
                 timing["read_seconds"] += time.perf_counter() - started
-                put((layer, weight, event))
-            put(_DONE)
+                ahead.put((layer, weight, event), layer.ref.loaded_bytes)
+            ahead.put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
+            ahead.put(exc)
 
     reader = threading.Thread(target=work, name="esd-reader", daemon=True)
     reader.start()
     try:
         while True:
             started = time.perf_counter()
-            item = ready.get()
+            item = ahead.get()
             timing["wait_seconds"] += time.perf_counter() - started
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
-            layer, weight, event = item
+            layer, weight, event = item  # type: ignore[misc]
             if event is not None:
                 consumer = torch.cuda.current_stream(device)
                 consumer.wait_event(event)
                 weight.record_stream(consumer)
             yield layer, weight
     finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                ready.get_nowait()
+        ahead.close()
         reader.join()
 
 
@@ -232,7 +259,7 @@ def analyze_checkpoint(
         pending.clear()
 
     limit = int(options.batch_gib * 2**30)
-    for layer, weight in _read_ahead(order, checkpoint, adapter, device, timing):
+    for layer, weight in _read_ahead(order, checkpoint, adapter, device, limit, timing):
         cost = _cost(layer, options)
         if pending and pending_bytes + cost > limit:
             solve()
@@ -242,7 +269,7 @@ def analyze_checkpoint(
     solve()
     fitted = clock.now()
     rows = layer_rows(layers, [evals[layer.name] for layer in layers], options)
-    fit_s = clock.now() - fitted
+    fit_seconds = clock.now() - fitted
     gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     stats = StreamStats(
         layers=len(layers),
@@ -258,4 +285,4 @@ def analyze_checkpoint(
         gpu_peak_bytes=gpu_peak,
         unavailable={} if gpu_peak is not None else {"gpu_peak_bytes": f"the weights went to {device}"},
     )
-    return StreamedESD(ESDResult(rows, timing["eig_seconds"], fit_s), stats)
+    return StreamedESD(ESDResult(rows, timing["eig_seconds"], fit_seconds), stats)
