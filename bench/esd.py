@@ -367,7 +367,7 @@ def profile_eig(n: int, batch: int = 8) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     if not torch.cuda.is_available():
-        return {"error": "profiling needs a CUDA GPU"}
+        return {"every path": {"error": "profiling needs a CUDA GPU"}}
     out = {}
     for label, options in accuracy_paths("cuda").items():
         dtype, solver = spectrum.parse_dtype(options["eig_dtype"]), options.get("eig_solver", "torch")

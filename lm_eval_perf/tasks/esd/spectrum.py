@@ -8,8 +8,9 @@ and the layer's spectrum is the union of theirs.
 
 How: the eigenvalues of WᵀW are the squared singular values of W. Instead of an SVD, each matrix is
 reduced to its Gram matrix on the smaller side (WᵀW if M ≥ N, else WWᵀ: both have the same non-zero
-eigenvalues) and ``torch.linalg.eigvalsh`` solves that symmetric n×n problem, n = min(M, N).
-Same-shape matrices on the same device are stacked and handled in one batched matmul/eigvalsh.
+eigenvalues; large weights slice by slice, see :func:`gram_matrices`) and ``torch.linalg.eigvalsh``
+solves that symmetric n×n problem, n = min(M, N). Same-shape matrices on the same device are stacked
+and handled in one batched matmul/eigvalsh.
 
 Accuracy. Both steps are backward stable, so every eigenvalue carries an absolute error of order
 ``n · eps · λmax``: it is accurate relative to λmax, and an eigenvalue λ on its own is accurate to about
@@ -47,6 +48,7 @@ from lm_eval_perf.tasks.esd.streams import map_on_streams
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SOLVERS = ("torch", "cusolver_batched")  # see gram_eigenvalues
 DEFAULT_BATCH_BYTES = 1 << 30  # device memory one stacked batch (weights, Gram, workspace) may take
+GRAM_CHUNK_BYTES = 1 << 28  # at most this much of a stack is converted to the Gram's dtype at once
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,12 @@ def _matrices(layer: LayerWeight, conv_norm: float, dtype: torch.dtype) -> torch
     return stacked * math.sqrt(conv_norm)
 
 
+def _stacked_itemsize(layer: LayerWeight, dtype: torch.dtype) -> int:
+    """Bytes per element of the layer's matrices as stacked: its own dtype's, or ``dtype``'s for a
+    convolution (scaled copies, :func:`_matrices`)."""
+    return layer.weight.element_size() if layer.weight.dim() == 2 else dtype.itemsize
+
+
 @contextlib.contextmanager
 def exact_fp32_matmul() -> Iterator[None]:
     """Full-precision float32 matmuls (no TF32 / bf16 passes) inside; the previous setting after."""
@@ -132,42 +140,53 @@ def exact_fp32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def _gram(w: torch.Tensor) -> torch.Tensor:
-    """WᵀW or WWᵀ, whichever is smaller, of a matrix or a stack of matrices."""
-    return w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
+def gram_matrices(matrices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The Gram matrix on the smaller side (WᵀW if rows ≥ cols, else WWᵀ) of each matrix of a stack
+    (B, rows, cols), in ``dtype``. The stack is converted to ``dtype`` in slices along its longer side
+    of at most :data:`GRAM_CHUNK_BYTES` and the slices' Grams summed, so a large weight (a 152064×5120
+    ``lm_head``: 6.2 GB in float64) never exists converted at once; a stack that fits in one slice is
+    one matmul, as before."""
+    w = matrices if matrices.shape[-2] >= matrices.shape[-1] else matrices.mT
+    batch, long, short = w.shape
+    step = max(1, GRAM_CHUNK_BYTES // (batch * short * dtype.itemsize))
+    if step >= long:
+        converted = w.to(dtype)
+        return converted.mT @ converted
+    gram = torch.zeros(batch, short, short, dtype=dtype, device=w.device)
+    for start in range(0, long, step):
+        part = w[:, start : start + step].to(dtype)
+        gram.baddbmm_(part.mT, part)
+    return gram
 
 
 def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype, solver: str = "torch") -> torch.Tensor:
     """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``.
 
-    ``solver="torch"``: the stack is converted at once and ``torch.linalg.eigvalsh`` solves the Grams
-    (one cuSOLVER ``syevd`` call per matrix on a GPU). ``"cusolver_batched"``: each matrix is converted
-    and reduced to its Gram on its own, and one cuSOLVER ``XsyevBatched`` call solves the whole stack
-    (:mod:`.cusolver`; CUDA only).
+    ``solver="torch"``: ``torch.linalg.eigvalsh`` (one cuSOLVER ``syevd`` call per matrix on a GPU);
+    ``"cusolver_batched"``: one cuSOLVER ``XsyevBatched`` call for the whole stack (:mod:`.cusolver`;
+    CUDA only).
     """
+    grams = gram_matrices(matrices, dtype)
     if solver == "torch":
-        return torch.linalg.eigvalsh(_gram(matrices.to(dtype))).clamp_min_(0)
+        return torch.linalg.eigvalsh(grams).clamp_min_(0)
     from lm_eval_perf.tasks.esd import cusolver
 
-    grams = torch.stack([_gram(m.to(dtype)) for m in matrices])
     return cusolver.eigvalsh_batched(grams).clamp_min_(0)
 
 
-def matrix_bytes(rows: int, cols: int, dtype: torch.dtype, solver: str = "torch") -> int:
-    """Device memory one matrix of a batch takes while it is solved (``dtype`` bytes): the converted
-    weight, its Gram and the solver's workspace (``torch``), or its Gram and workspace only
-    (``cusolver_batched``, which converts one weight at a time: see :func:`batch_size`)."""
+def matrix_bytes(rows: int, cols: int, dtype: torch.dtype, weight_itemsize: int) -> int:
+    """Device memory one rows×cols matrix of a batch takes while it is solved: its copy in the stack
+    (``weight_itemsize`` bytes per element) and its Gram with the solver's workspace, about 3 n²
+    elements of ``dtype`` (n = min(rows, cols))."""
     n = min(rows, cols)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    weight = rows * cols if solver == "torch" else 0
-    return (weight + 3 * n * n) * itemsize
+    return rows * cols * weight_itemsize + 3 * n * n * dtype.itemsize
 
 
-def batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int, solver: str = "torch") -> int:
-    """How many rows×cols matrices one batch stacks within ``batch_bytes`` of device memory (≥ 1)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    shared = 0 if solver == "torch" else rows * cols * itemsize  # the one weight being converted
-    return max(1, (batch_bytes - shared) // matrix_bytes(rows, cols, dtype, solver))
+def batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int, weight_itemsize: int) -> int:
+    """How many rows×cols matrices one batch stacks within ``batch_bytes`` of device memory (≥ 1),
+    besides the slice being converted (:func:`gram_matrices`)."""
+    converting = min(GRAM_CHUNK_BYTES, rows * cols * dtype.itemsize)
+    return max(1, (batch_bytes - converting) // matrix_bytes(rows, cols, dtype, weight_itemsize))
 
 
 def layer_eigenvalues(
@@ -190,12 +209,17 @@ def layer_eigenvalues(
         groups.setdefault(key, []).extend((index, k) for k in range(layer.kernel_positions))
     jobs: list[list[tuple[int, int]]] = []
     for (rows, cols, _device), members in groups.items():
-        size = batch_size(rows, cols, dtype, batch_bytes, solver)
+        size = batch_size(rows, cols, dtype, batch_bytes, _stacked_itemsize(layers[members[0][0]], dtype))
         jobs.extend(members[start : start + size] for start in range(0, len(members), size))
 
     def solve(chunk: list[tuple[int, int]]) -> list[torch.Tensor]:
         matrices = {i: _matrices(layers[i], conv_norm, dtype) for i, _k in chunk}
-        return [gram_eigenvalues(torch.stack([matrices[i][k] for i, k in chunk]), dtype, solver)]
+        if len(chunk) == 1:  # a view, not a copy, of a lone weight
+            ((i, k),) = chunk
+            stack = matrices[i][k : k + 1]
+        else:
+            stack = torch.stack([matrices[i][k] for i, k in chunk])
+        return [gram_eigenvalues(stack, dtype, solver)]
 
     with exact_fp32_matmul():
         solved = map_on_streams(solve, jobs, lambda chunk: layers[chunk[0][0]].weight.device, streams)

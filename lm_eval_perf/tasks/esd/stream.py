@@ -129,8 +129,9 @@ def _cost(layer: PlannedLayer, options: ESDOptions) -> int:
     """Device bytes a pending layer counts against ``batch_gib``: its weight as read and its solve."""
     dtype = spectrum.parse_dtype(options.eig_dtype)
     positions = math.prod(layer.ref.shape[2:])
-    solve = spectrum.matrix_bytes(layer.M, layer.N, dtype, options.eig_solver) * positions
-    return layer.ref.loaded_bytes + solve
+    itemsize = layer.ref.loaded_bytes // math.prod(layer.ref.shape)
+    stacked = itemsize if len(layer.ref.shape) == 2 else dtype.itemsize  # a convolution: scaled copies
+    return layer.ref.loaded_bytes + spectrum.matrix_bytes(layer.M, layer.N, dtype, stacked) * positions
 
 
 class _Ahead:
