@@ -319,3 +319,23 @@ def test_model_list_runs_as_streamed_jobs_merges_tables_and_resumes(tmp_path):
     assert (
         sorted(p.stat().st_mtime_ns for p in (layout.root / "results").rglob("*") if p.is_file()) == finished
     )
+
+
+def test_a_hub_id_resolves_through_the_hub_snapshot_and_reads_only_indexed_shards(tmp_path):
+    """``--model org/name`` goes through huggingface_hub's snapshot download; offline it resolves from
+    a hub cache laid out here (no network): the shards the index names are read, not an extra copy."""
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "0123abcd"
+    save_tiny(snapshot, shard="300KB", vocab_size=320)
+    shards = sorted(snapshot.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    (snapshot / "consolidated.safetensors").write_bytes(b"not read: not in the index")
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0123abcd")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "lm_eval_perf.cli", "esd", "--model", "org/tiny", "--device", "cpu"]
+    done = subprocess.run([*command, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (results,) = (tmp_path / "out").glob("results_*.json")
+    record = json.loads(results.read_text())
+    assert record["config"]["model_args"] == {"pretrained": "org/tiny"}
+    assert record["esd_stream"]["files"] == len(shards) and record["esd_stream"]["layers"] == 2 * 7 + 1

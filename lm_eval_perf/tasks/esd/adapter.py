@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.tasks.esd.checkpoint import local_folder, read_tensor
+from lm_eval_perf.tasks.esd.checkpoint import hub_snapshot, local_folder, read_tensor
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-HUB_PATTERNS = (CONFIG_FILE, *WEIGHT_FILES)
 PREFIX = "base_model.model."
 _LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.default)?\.weight$")
 
@@ -154,6 +153,10 @@ class LoraAdapter:
         return out
 
 
+def _hub_adapter(repo: str, revision: str | None) -> Path:
+    return hub_snapshot(repo, revision, (CONFIG_FILE, *WEIGHT_FILES))
+
+
 def open_adapter(name: str, revision: str | None = None) -> LoraAdapter:
     """The adapter at the local folder or hub id ``name``."""
-    return LoraAdapter(local_folder(name, revision, HUB_PATTERNS, "--peft"), name)
+    return LoraAdapter(local_folder(name, revision, "--peft", _hub_adapter), name)

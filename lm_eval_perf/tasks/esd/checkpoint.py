@@ -18,8 +18,9 @@ Formats:
   processors - exactly what transformers does when it loads the file whole (and how
   :mod:`lm_eval_perf.models.bundled` converts the bundled model). The mapped file pages of a tensor are
   released after it is read (``madvise(MADV_DONTNEED)``), for the same reason.
-* **hub ids** - ``huggingface_hub.snapshot_download`` of the config and safetensors files only
-  (``revision`` honoured; ``HF_HUB_OFFLINE=1`` uses the local cache), then as a folder.
+* **hub ids** - ``huggingface_hub.snapshot_download`` of ``config.json`` and the safetensors index,
+  then of the shards the index names (every ``*.safetensors`` without one) - nothing else (``revision``
+  honoured; ``HF_HUB_OFFLINE=1`` uses the local cache); then as a folder.
 
 ``arch:`` presets have random weights and no checkpoint: they are refused with a one-line error.
 Which keys hold the analysed layers is decided by :mod:`.stream` from a model skeleton built on the
@@ -32,7 +33,7 @@ import json
 import math
 import mmap
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +46,6 @@ from lm_eval_perf.models import sources
 
 INDEX_FILE = "model.safetensors.index.json"
 CONFIG_FILE = "config.json"
-HUB_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json")
 FLOAT_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 
 
@@ -125,11 +125,7 @@ class SafetensorsCheckpoint:
         self.label = label
         index = folder / INDEX_FILE
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise UserInputError(f"{index} is not a safetensors index (no weight_map): {exc}") from exc
-            names = list(dict.fromkeys(weight_map.values()))
+            names = list(dict.fromkeys(self.index_files(index)))
         else:
             names = sorted(p.name for p in folder.glob("*.safetensors"))
         self.files = [folder / name for name in names]
@@ -140,6 +136,14 @@ class SafetensorsCheckpoint:
         missing = [f.name for f in self.files if not f.is_file()]
         if missing:
             raise UserInputError(f"{folder}: {INDEX_FILE} names missing shard(s) {', '.join(missing[:3])}")
+
+    @staticmethod
+    def index_files(index: Path) -> list[str]:
+        """The shard file of each tensor a ``model.safetensors.index.json`` maps."""
+        try:
+            return list(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserInputError(f"{index} is not a safetensors index (no weight_map): {exc}") from exc
 
     def config(self) -> Any:
         if not (self.folder / CONFIG_FILE).is_file():
@@ -229,7 +233,7 @@ class GGUFCheckpoint:
         return result
 
 
-def _hub_snapshot(repo: str, revision: str | None, patterns: tuple[str, ...]) -> Path:
+def hub_snapshot(repo: str, revision: str | None, patterns: tuple[str, ...]) -> Path:
     """The local folder of a hub repository's files matching ``patterns`` (downloaded when needed)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -241,8 +245,18 @@ def _hub_snapshot(repo: str, revision: str | None, patterns: tuple[str, ...]) ->
         raise UserInputError(f"cannot fetch {repo} from the hub: {first}") from exc
 
 
-def local_folder(name: str, revision: str | None, patterns: tuple[str, ...], what: str) -> Path:
-    """The folder behind ``name``: a local path (``~`` expanded) or a hub id (snapshot download)."""
+def hub_model(repo: str, revision: str | None) -> Path:
+    """A hub model's config and weights: the shards its safetensors index names (not other copies a
+    repository may hold, e.g. a consolidated file), else every ``*.safetensors``."""
+    folder = hub_snapshot(repo, revision, (CONFIG_FILE, INDEX_FILE))
+    if not (folder / INDEX_FILE).is_file():
+        return hub_snapshot(repo, revision, (CONFIG_FILE, "*.safetensors"))
+    shards = sorted(set(SafetensorsCheckpoint.index_files(folder / INDEX_FILE)))
+    return hub_snapshot(repo, revision, (CONFIG_FILE, INDEX_FILE, *shards))
+
+
+def local_folder(name: str, revision: str | None, what: str, hub: Callable[[str, str | None], Path]) -> Path:
+    """The folder behind ``name``: a local path (``~`` expanded) or a hub id (``hub(name, revision)``)."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -250,7 +264,7 @@ def local_folder(name: str, revision: str | None, patterns: tuple[str, ...], wha
         return path
     if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
         raise UserInputError(f"{what} path {name} does not exist")
-    return _hub_snapshot(name, revision, patterns)
+    return hub(name, revision)
 
 
 def open_checkpoint(model: str, revision: str | None = None) -> Checkpoint:
@@ -267,7 +281,7 @@ def open_checkpoint(model: str, revision: str | None = None) -> Checkpoint:
         if not path.is_file():
             raise UserInputError(f"model file {model} does not exist")
         return GGUFCheckpoint(path, model)
-    return SafetensorsCheckpoint(local_folder(model, revision, HUB_PATTERNS, "model"), model)
+    return SafetensorsCheckpoint(local_folder(model, revision, "model", hub_model), model)
 
 
 def build_skeleton(config: Any) -> nn.Module:
