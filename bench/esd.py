@@ -385,7 +385,7 @@ def profile_eig(n: int, batch: int = 8) -> dict:
             continue
         events = prof.events()
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-        kernel_us = sum(getattr(e, "device_time", getattr(e, "cuda_time", 0.0)) for e in kernels)
+        kernel_us = sum(e.device_time for e in kernels)
         waits = [
             e
             for e in events
@@ -770,6 +770,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--default-only", action="store_true", help=f"time only the default variant ({DEFAULT})"
     )
+    parser.add_argument(
+        "--variants",
+        help=f"time only these variants, |-separated names (e.g. '{DEFAULT}|float64, cusolver batched')",
+    )
     parser.add_argument("--profile-eig", action="store_true", help="profile one eigensolve per path (GPU)")
     parser.add_argument("--write-checkpoint", metavar="DIR", help="write the preset as sharded safetensors")
     parser.add_argument("--shard-gib", type=float, default=4.0, help="shard size for --write-checkpoint")
@@ -824,8 +828,12 @@ def main() -> None:
     if args.ww_cpu and "error" not in record["weightwatcher"]:
         record["weightwatcher_cpu"] = weightwatcher_cpu(model, record["weightwatcher"]["subset"])
     variants = VARIANTS_CPU if device == "cpu" else VARIANTS_GPU
-    if args.default_only:
-        variants = {DEFAULT: variants[DEFAULT]}
+    if args.default_only or args.variants:
+        names = [DEFAULT] if args.default_only else [n.strip() for n in args.variants.split("|")]
+        unknown = [n for n in names if n not in variants]
+        if unknown:
+            raise SystemExit(f"unknown variant {unknown[0]!r}: use {' | '.join(variants)}")
+        variants = {n: variants[n] for n in names}
     record["ours"] = ours(model, variants, record["weightwatcher"]["subset"])
     sample_size = args.sample or (5 if args.small else 8)
     record["sample"] = spread(shapes_of(modules), sample_size, max_dim=SAMPLE_MAX_DIM)
