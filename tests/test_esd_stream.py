@@ -221,7 +221,7 @@ def test_task_with_stream_true_reads_the_checkpoint_and_gives_the_same_rows(tiny
 # -- bad input -------------------------------------------------------------------------------------
 
 
-def test_a_checkpoint_missing_or_quantizing_a_layer_weight_is_refused(tmp_path):
+def test_a_checkpoint_missing_quantizing_or_garbling_a_layer_weight_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
     folder = save_tiny(tmp_path / "model")
@@ -234,6 +234,9 @@ def test_a_checkpoint_missing_or_quantizing_a_layer_weight_is_refused(tmp_path):
     weights["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(64, 64, dtype=torch.int8)
     save_file(weights, folder / "model.safetensors")
     with pytest.raises(UserInputError, match="stored as I8"):
+        analyze_checkpoint(open_checkpoint(str(folder)))
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)  # a truncated or foreign file
+    with pytest.raises(UserInputError, match="not a readable safetensors file"):
         analyze_checkpoint(open_checkpoint(str(folder)))
 
 

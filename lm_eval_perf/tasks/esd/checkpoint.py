@@ -96,6 +96,8 @@ def _header(file: Path) -> dict[str, dict]:
     try:
         with open(file, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
+            if length > file.stat().st_size - 8:
+                raise ValueError(f"its header would be {length} bytes long")
             header = json.loads(handle.read(length))
     except (OSError, struct.error, ValueError) as exc:
         raise UserInputError(f"{file} is not a readable safetensors file: {exc}") from exc

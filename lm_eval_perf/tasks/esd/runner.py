@@ -27,7 +27,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,8 +36,10 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import records
 from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze
-from lm_eval_perf.tasks.esd.records import IDENTITY_COLUMNS  # noqa: F401 - the CSV's first columns
 from lm_eval_perf.tasks.options import boolean_option
+
+if TYPE_CHECKING:
+    from lm_eval_perf.tasks.esd.stream import StreamedESD
 
 RUNNER_OPTIONS = ("model_id", "source_model", "merge_device", "stream")
 
@@ -83,7 +85,7 @@ def merged_model(lm: Any, device: torch.device | None = None) -> tuple[nn.Module
     return merged, True
 
 
-def _streamed(lm: Any, options: ESDOptions):
+def _streamed(lm: Any, options: ESDOptions) -> StreamedESD:
     """The ``stream: true`` run: the checkpoint ``pretrained=`` names, read from its files."""
     from lm_eval_perf.tasks.esd.adapter import open_adapter
     from lm_eval_perf.tasks.esd.checkpoint import open_checkpoint
