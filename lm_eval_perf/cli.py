@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "quantize": ("lm_eval_perf.models.quant.cli:main", "write an AWQ int4 checkpoint (BBH-calibrated)"),
     "compress": ("lm_eval_perf.models.compress.cli:main", "SVD-truncate a model, save a HF directory"),
+    "esd": ("lm_eval_perf.tasks.esd.cli:main", "ESD of a checkpoint streamed from its files (no model load)"),
     "batch": ("lm_eval_perf.batch.cli:main", "run a config's models × precisions × tasks matrix, resumably"),
     "report": ("lm_eval_perf.report.cli:main", "results directory -> LaTeX tables, CSV, plots, HTML report"),
 }

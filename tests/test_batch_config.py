@@ -285,3 +285,44 @@ def test_task_names_are_checked_against_the_cached_index_and_a_missing_name_rebu
     write(index, json.dumps({**record, "key": {**record["key"], "lm_eval": "0.0.1"}}))
     with pytest.raises(UserInputError, match="only_in_the_cache"):  # another lm-eval's index is not used
         task_names.check_task_names({"only_in_the_cache": "tasks[0].name"}, None)
+
+
+def test_streamed_esd_is_one_lm_eval_perf_esd_job_per_model_with_bounded_memory(tmp_path):
+    write(tmp_path / "models.csv", "model,revision,source_model,name\norg/base,v1,,\n./lora,,org/base,lora\n")
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            """
+precisions: [bfloat16, float16]
+ratios: [1.0, 0.6]
+jobs_per_gpu: 4
+models:
+  - {models_csv: models.csv, gpus_per_job: 2}
+tasks:
+  - {name: esd, label: esd-stream, metadata: {stream: true, fix_fingers: xmin_mid, batch_gib: 2}}
+  - {name: esd, label: esd-loaded}
+""",
+        )
+    )
+    jobs = {j.key: j for j in expand(config, on_gpu=True)}
+    streamed = {k: j for k, j in jobs.items() if k.endswith("/esd-stream")}
+    assert sorted(streamed) == ["lora/default/esd-stream", "org__base@v1/default/esd-stream"]
+    assert len(jobs) - len(streamed) == 2 * 4  # the loaded esd task keeps the precision × ratio axes
+    base, lora = streamed["org__base@v1/default/esd-stream"], streamed["lora/default/esd-stream"]
+    assert base.gpus == 1 and not base.timing_sensitive  # one GPU whatever gpus_per_job says
+    assert base.memory_gb == pytest.approx(2 * 2 * 2**30 / 1e9 + 1.5)  # packs: its memory is bounded
+    assert base.args[:5] == ("esd", "--model", "org/base", "--revision", "v1")
+    assert json.loads(base.args[base.args.index("--metadata") + 1]) == {
+        "stream": True,
+        "fix_fingers": "xmin_mid",
+        "batch_gib": 2,
+    }
+    assert lora.args[:5] == ("esd", "--model", "org/base", "--peft", str(tmp_path / "lora"))
+    assert jobs["lora/bfloat16/esd-loaded"].gpus == 2
+    on_cpu = {j.key: j for j in expand(config, on_gpu=False)}
+    assert on_cpu[base.key].gpus == 0
+    with pytest.raises(UserInputError, match=r"tasks\[0\]\.metadata\.stream='maybe'"):
+        bad = load_config(
+            write(tmp_path / "c.yaml", "models: [a/b]\ntasks: [{name: esd, metadata: {stream: maybe}}]\n")
+        )
+        expand(bad, on_gpu=False)

@@ -271,6 +271,7 @@ def test_a_spectrum_too_short_to_fit_has_nan_alpha_not_zero():
         ({"filter_zeros": "maybe"}, "filter_zeros"),
         ({"evals_thresh": "small"}, "evals_thresh"),
         ({"eig_streams": 0}, "eig_streams"),
+        ({"eig_solver": "magma"}, "eig_solver"),
     ],
 )
 def test_bad_options_are_one_line_user_errors(options, message):
@@ -302,3 +303,39 @@ def test_tf32_setting_is_restored_after_the_gram_matmul():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_the_batched_cusolver_path_is_refused_off_the_gpu():
+    with pytest.raises(UserInputError, match="CUDA device") as caught:
+        analyze(_model(), ESDOptions(eig_solver="cusolver_batched"))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuSOLVER's XsyevBatched needs a CUDA GPU")
+@pytest.mark.parametrize("eig_dtype", ["float64", "float32"])
+def test_the_batched_cusolver_path_gives_the_default_paths_rows(eig_dtype):
+    model = _model().cuda()
+    default = analyze(model, ESDOptions(eig_dtype=eig_dtype)).rows
+    batched = analyze(model, ESDOptions(eig_dtype=eig_dtype, eig_solver="cusolver_batched")).rows
+    rel = 1e-9 if eig_dtype == "float64" else 1e-4
+    for a, b in zip(batched, default):
+        for column in ("alpha", "spectral_norm", "stable_rank", "norm"):
+            assert a[column] == pytest.approx(b[column], rel=rel), (a["longname"], column)
+
+
+def test_a_gram_summed_over_slices_equals_the_one_matmul_gram(monkeypatch):
+    """A weight larger than GRAM_CHUNK_BYTES is converted slice by slice: same Gram, same rows."""
+    model = _model()
+    whole = analyze(model).rows
+    torch.manual_seed(1)
+    stack = torch.randn(3, 301, 40, dtype=torch.float32)
+    monkeypatch.setattr(spectrum, "GRAM_CHUNK_BYTES", 3 * 40 * 8 * 7)  # 7 rows (columns) per slice
+    for matrices in (stack, stack.mT.contiguous()):  # tall: WᵀW; wide: WWᵀ (40 × 40 both)
+        w = matrices.double()
+        expected = w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
+        sliced = spectrum.gram_matrices(matrices, torch.float64)
+        assert sliced.shape == (3, 40, 40)
+        assert torch.allclose(sliced, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    for a, b in zip(analyze(model).rows, whole):
+        for column in ("alpha", "spectral_norm", "stable_rank", "entropy", "matrix_rank"):
+            assert a[column] == pytest.approx(b[column], rel=1e-9, abs=0), (a["longname"], column)

@@ -18,6 +18,7 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import runner
 from lm_eval_perf.tasks.esd.estimator import COLUMNS
+from lm_eval_perf.tasks.esd.records import IDENTITY_COLUMNS
 
 METRICS = (
     "alpha_mean",
@@ -64,7 +65,7 @@ def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
     assert layers_csv.parent == results_json.parent and layers_csv.name.startswith("esd_layers_")
     rows = _read_csv(layers_csv)
     assert len(rows) >= 200
-    assert list(rows[0]) == [*runner.IDENTITY_COLUMNS, *COLUMNS]
+    assert list(rows[0]) == [*IDENTITY_COLUMNS, *COLUMNS]
     for row in rows:
         assert row["model_id"] == "bundled:smollm2" and row["is_adapter"] == "False"
         for column in COLUMNS[1:]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from lm_eval_perf.batch.config import EXECUTORS, BatchConfig, load_config
 from lm_eval_perf.batch.gpus import DEFAULT_FREE_MIB
 from lm_eval_perf.batch.layout import Layout, check_writable
-from lm_eval_perf.batch.matrix import expand, select
+from lm_eval_perf.batch.matrix import Job, expand, select
 from lm_eval_perf.batch.progress import Progress, matrix_table, summary_table
 from lm_eval_perf.batch.scheduler import Executor, plan, prepare, run
 from lm_eval_perf.batch.store import JobStore, locked
@@ -47,7 +47,7 @@ def make_executor(config: BatchConfig, gpu_free_mib: float = DEFAULT_FREE_MIB) -
     if config.executor == "ray":
         from lm_eval_perf.batch.ray_pool import RayPool
 
-        return RayPool(layout, config.ray_address, config.workers)
+        return RayPool(layout, config.ray_address, config.workers, config.jobs_per_gpu)
     from lm_eval_perf.batch.gpus import detect
     from lm_eval_perf.batch.local import GpuPolicy, LocalPool
 
@@ -85,13 +85,30 @@ def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:
                 f"(e.g. {todo.changed[0].key}); delete their result folders to run them again"
             )
         run(todo.run, store, executor, config.retries, Progress(len(todo.run), options.progress))
+        merged = _esd_tables(jobs, store, layout)
     print(summary_table(jobs, store))
+    if merged:
+        print(merged)
     failed = sum(store.status(j.key) == "failed" for j in jobs)
     done = sum(store.status(j.key) == "done" for j in jobs)
     print(f"{done} of {len(jobs)} jobs done, {failed} failed; results in {layout.root / 'results'}")
     if failed:
         print(f"failures (error, log tail, log path): {layout.failures}")
     return 1 if failed else 0
+
+
+def _esd_tables(jobs: list[Job], store: JobStore, layout: Layout) -> str | None:
+    """Merge the finished ``esd`` jobs' per-layer CSVs (see :mod:`lm_eval_perf.tasks.esd.merge`);
+    what was done, in words (None: no finished ESD job)."""
+    done = [j for j in jobs if j.task == "esd" and store.status(j.key) == "done"]
+    if not done:
+        return None
+    from lm_eval_perf.tasks.esd.merge import FOLDER, ModelRun, write_tables  # imports torch
+
+    write_tables(
+        [ModelRun(j.model, j.key.split("/")[1], layout.result_dir(j.key)) for j in done], layout.root / FOLDER
+    )
+    return f"ESD layers of {len(done)} finished esd jobs merged into {layout.root / FOLDER}"
 
 
 def _counts(jobs, todo, executor: Executor) -> str:

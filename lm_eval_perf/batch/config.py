@@ -41,6 +41,13 @@
         timing_sensitive: false         # runs alone on its GPU (default: lm_eval_perf/tasks/traits.py)
         gpu_memory_gb: 8                # per GPU, replaces the estimate (the larger of model's and task's)
 
+An ``esd`` task with ``metadata: {stream: true}`` runs as ``lm-eval-perf esd`` (the checkpoint read
+tensor by tensor, no lm-eval, no model load; see :mod:`lm_eval_perf.tasks.esd.cli`): one job per model
+whatever its ``precisions``/``ratios`` (it reads the weights as stored; folder ``default``), its
+``model_args`` unused. Its GPU memory is bounded by its ``batch_gib`` (see
+:func:`lm_eval_perf.batch.matrix.streamed_esd_memory`), so with ``jobs_per_gpu`` > 1 such jobs pack
+like any other.
+
 Strings may use ``${VAR}`` / ``${VAR:-default}`` (see :mod:`lm_eval_perf.batch.envexpand`);
 ``${CONFIG_DIR}`` is this file's folder. Errors are one line naming the key path, e.g.
 ``models[2].precisions[0]: unknown precision 'int3': use one of bfloat16, ...``.

@@ -11,6 +11,11 @@ under ``<output_dir>/results/``:
   Ratio 1.0 is the untouched model: it gets no suffix and no ``svd_ratio=``, so it shares its folder
   with the same cell of a config without a ratio axis;
 * ``<task>`` - the task's ``label:`` (default: its name).
+
+An ``esd`` task with ``stream: true`` in its metadata is not an lm-eval run: its job is
+``lm-eval-perf esd`` on the model's checkpoint (:func:`streamed_esd_args`), one per model (precision
+folder ``default``), on one GPU whatever ``gpus_per_job`` says; its memory is bounded
+(:func:`streamed_esd_memory`), so it packs like any job whose memory is known.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from lm_eval_perf.batch.config import BatchConfig, ModelSpec, TaskSpec
 from lm_eval_perf.batch.memory import Estimate, estimate
 from lm_eval_perf.batch.names import precision_folder
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.tasks.traits import traits
+from lm_eval_perf.tasks.options import boolean_option
+from lm_eval_perf.tasks.traits import ESD_BATCH_GIB, traits
 
 # The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
 CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
@@ -121,6 +127,59 @@ def _memory(model: ModelSpec, precision: str | None, task: TaskSpec, gpus: int, 
     )
 
 
+def is_streamed_esd(task: TaskSpec) -> bool:
+    """An ``esd`` task with ``stream: true``: run by ``lm-eval-perf esd``, not lm-eval."""
+    return task.name == "esd" and boolean_option(
+        f"{task.where}.metadata.stream", task.metadata.get("stream", False)
+    )
+
+
+def streamed_esd_args(model: ModelSpec, task: TaskSpec) -> tuple[str, ...]:
+    """``lm-eval-perf esd`` arguments of a streamed ESD job (``--output_path``/``--device`` come later)."""
+    args = ["esd", "--model", model.pretrained]
+    if model.revision:
+        args += ["--revision", model.revision]
+    if model.peft:
+        args += ["--peft", model.peft]
+    args += ["--metadata", json.dumps(task.metadata)]
+    return tuple(args)
+
+
+def streamed_esd_memory(task: TaskSpec) -> Estimate:
+    """GPU memory of a streamed ESD job: the batch being solved and the one read ahead (``batch_gib``
+    each), their Gram matrices in float64 slices of at most 256 MB, the solver's workspace and the
+    CUDA context - bounded by 2 × ``batch_gib`` + 1.5 GB whatever the model's size."""
+    given = task.gpu_memory_gb
+    if given is not None:
+        return Estimate(given, "gpu_memory_gb of the config")
+    batch_gib = float(task.metadata.get("batch_gib", ESD_BATCH_GIB))
+    return Estimate(2 * batch_gib * 2**30 / 1e9 + 1.5, "streamed ESD: 2 × batch_gib + 1.5 GB")
+
+
+def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int) -> Job:
+    model_args = {
+        k: v
+        for k, v in (("pretrained", model.pretrained), ("revision", model.revision), ("peft", model.peft))
+        if v
+    }
+    memory = streamed_esd_memory(task)
+    return Job(
+        key=f"{model.name}/{precision_folder(None, None)}/{label}",
+        model=model.name,
+        pretrained=model.pretrained,
+        precision=None,
+        compression_ratio=None,
+        task=task.name,
+        task_label=label,
+        model_args=model_args,
+        args=streamed_esd_args(model, task),
+        gpus=min(gpus, 1),  # it reads one tensor at a time: one GPU is all it uses
+        timeout_s=task.timeout_s,
+        memory_gb=memory.gb,
+        memory_basis=memory.basis,
+    )
+
+
 def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
     """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU. With
     ``jobs_per_gpu`` > 1 each GPU job gets its memory estimate (:mod:`lm_eval_perf.batch.memory`)."""
@@ -129,9 +188,14 @@ def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
     jobs = []
     for model in config.models:
         gpus = model.gpus_per_job if on_gpu else 0
+        streamed = [label for label in model.tasks or tuple(tasks) if is_streamed_esd(tasks[label])]
+        for label in streamed:
+            jobs.append(_streamed_esd_job(model, tasks[label], label, gpus))
         for precision in model.precisions:
             for ratio in model.ratios:
                 for label in model.tasks or tuple(tasks):
+                    if label in streamed:
+                        continue
                     task = tasks[label]
                     model_args = _model_args(model, precision, ratio, gpus)
                     memory = _memory(model, precision, task, gpus, config.jobs_per_gpu > 1)

@@ -19,8 +19,11 @@ results and logs there. Starting a cluster::
 for trying things out and for tests).
 
 At most as many jobs are submitted as the cluster's GPUs can hold (``gpus_per_job`` each; with
-``workers`` as an extra cap), so submitted jobs are running jobs; on a cluster without GPUs jobs
-run on CPUs, ``workers`` (default: the cluster's CPU count) at a time. A task that dies with its
+``jobs_per_gpu`` > 1 a job that may share a GPU (:func:`lm_eval_perf.batch.packing.shares`: one GPU,
+not timing-sensitive, memory known) takes 1/``jobs_per_gpu`` of one, which Ray packs onto shared
+GPUs without checking their memory; with ``workers`` as an extra cap), so submitted jobs are running
+jobs; on a cluster without GPUs jobs run on CPUs, ``workers`` (default: the cluster's CPU count) at a
+time. A task that dies with its
 worker (node lost, preempted) is a failed attempt, retried per ``retries:``.
 """
 
@@ -31,6 +34,7 @@ import time
 from lm_eval_perf.batch import runner
 from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
+from lm_eval_perf.batch.packing import shares
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.errors import UserInputError
 
@@ -48,7 +52,10 @@ def _import_ray():
 class RayPool:
     """Runs jobs as Ray tasks on the cluster at ``address``."""
 
-    def __init__(self, layout: Layout, address: str, workers: int | None = None) -> None:
+    def __init__(
+        self, layout: Layout, address: str, workers: int | None = None, jobs_per_gpu: int = 1
+    ) -> None:
+        self.jobs_per_gpu = jobs_per_gpu
         ray = self._ray = _import_ray()
         if not ray.is_initialized():
             try:
@@ -97,13 +104,18 @@ class RayPool:
         if self.full():
             return False
         if job.gpus:
-            if sum(j.gpus for j, _, _ in self._running.values()) + job.gpus > self.total_gpus:
+            if sum(self._share(j) for j, _, _ in self._running.values()) + self._share(job) > self.total_gpus:
                 return False
         elif sum(1 for j, _, _ in self._running.values() if not j.gpus) >= (self.workers or self.total_cpus):
             return False
-        ref = self._task.options(num_gpus=job.gpus, num_cpus=1, name=job.key).remote(job, self.layout, number)
+        task = self._task.options(num_gpus=self._share(job), num_cpus=1, name=job.key)
+        ref = task.remote(job, self.layout, number)
         self._running[ref] = (job, number, time.time())
         return True
+
+    def _share(self, job: Job) -> float:
+        """GPUs ``job`` takes: ``job.gpus``, or 1/``jobs_per_gpu`` of one for a job that may share."""
+        return 1 / self.jobs_per_gpu if shares(job, self.jobs_per_gpu) else float(job.gpus)
 
     def wait(self, timeout_s: float) -> list[Outcome]:
         if not self._running:

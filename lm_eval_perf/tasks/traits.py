@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 DEFAULT_POSITIONS = 2048  # lm-eval's default max_length: an upper bound for most prompts
+ESD_BATCH_GIB = 1.0  # the esd task's default ``batch_gib``: device GiB of one stacked batch of weights
 
 
 @dataclass(frozen=True)

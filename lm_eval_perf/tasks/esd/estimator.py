@@ -41,9 +41,9 @@ is undefined (e.g. alpha of a spectrum with fewer than 2 eigenvalues, log of a z
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -51,6 +51,8 @@ from torch import nn
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.monitor.clock import clock_for
 from lm_eval_perf.tasks.esd import powerlaw, spectrum
+from lm_eval_perf.tasks.options import boolean_option
+from lm_eval_perf.tasks.traits import ESD_BATCH_GIB
 
 COLUMNS = (
     "longname",
@@ -85,14 +87,16 @@ class ESDOptions:
     xmin_pos: float = 2.0  # xmin_mid: xmin = λ[floor(N / xmin_pos)]
     conv_norm: float = 0.5  # convolution matrices are scaled by sqrt(conv_norm)
     eig_dtype: str = "float64"  # of the Gram matrices and their eigenvalues (see .spectrum: accuracy)
-    batch_gib: float = 1.0  # device memory (GiB) one stacked batch of same-shape matrices may use
+    batch_gib: float = ESD_BATCH_GIB  # device memory (GiB) one stacked batch of same-shape matrices may use
     eig_streams: int = 1  # batches solved concurrently on CUDA side streams (see .streams)
+    eig_solver: str = "torch"  # "cusolver_batched": one cuSOLVER call per batch (see .cusolver; unproven)
 
     def __post_init__(self) -> None:
         if self.fix_fingers not in (None, *powerlaw.FIX_FINGERS):
             modes = ", ".join(("none", *powerlaw.FIX_FINGERS))
             raise UserInputError(f"esd fix_fingers={self.fix_fingers!r}: use one of {modes}")
         spectrum.parse_dtype(self.eig_dtype)
+        spectrum.check_solver(self.eig_solver)
         checks = (
             ("evals_thresh", self.evals_thresh >= 0, ">= 0"),
             ("bins", self.bins >= 1, ">= 1"),
@@ -120,23 +124,15 @@ class ESDOptions:
             if name == "fix_fingers":
                 value = None if value in (None, "none", "None", "") else value
             elif name == "filter_zeros":
-                value = _boolean(name, value)
+                value = boolean_option(f"esd {name}", value)
             elif name == "eig_dtype":
                 value = str(value).removeprefix("torch.")
+            elif name == "eig_solver":
+                value = str(value)
             else:
                 value = _number(name, value, int if name in ("bins", "eig_streams") else float)
             values[name] = value
         return cls(**values)
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes"):
-        return True
-    if str(value).lower() in ("false", "0", "no"):
-        return False
-    raise UserInputError(f"esd {name}={value!r}: use true or false")
 
 
 def _number(name: str, value: Any, kind: type) -> float | int:
@@ -147,6 +143,15 @@ def _number(name: str, value: Any, kind: type) -> float | int:
     if isinstance(value, bool) or (kind is int and number != float(value)) or not math.isfinite(number):
         raise UserInputError(f"esd {name}={value!r}: must be a finite {kind.__name__}")
     return number
+
+
+class LayerInfo(Protocol):
+    """What a row needs to know of a layer besides its spectrum (:class:`.spectrum.LayerWeight` has it)."""
+
+    name: str
+    M: int
+    N: int
+    params: int
 
 
 @dataclass(frozen=True)
@@ -193,23 +198,23 @@ def spectral_metrics(
     }
 
 
-def analyze(model: nn.Module, options: ESDOptions | None = None) -> ESDResult:
-    """Per-layer ESD metrics of every analysed layer of ``model``, computed where its weights are."""
-    options = options or ESDOptions()
-    layers = spectrum.layer_weights(model)
-    if not layers:
-        raise UserInputError(f"{type(model).__name__} has no Linear or Conv layer to analyse")
-    devices = sorted({w.weight.device.index or 0 for w in layers if w.weight.device.type == "cuda"})
-    clock = clock_for(devices)
-    started = clock.now()
-    evals = spectrum.layer_eigenvalues(
+def eigenvalues(layers: Sequence[spectrum.LayerWeight], options: ESDOptions) -> list[torch.Tensor]:
+    """All eigenvalues of each layer's WᵀW as ``options`` say (dtype, batch memory, streams, solver)."""
+    return spectrum.layer_eigenvalues(
         layers,
         spectrum.parse_dtype(options.eig_dtype),
         options.conv_norm,
         int(options.batch_gib * 2**30),
         options.eig_streams,
+        options.eig_solver,
     )
-    computed = clock.now()
+
+
+def layer_rows(
+    layers: Sequence[LayerInfo], evals: Sequence[torch.Tensor], options: ESDOptions
+) -> list[dict[str, Any]]:
+    """One row of :data:`COLUMNS` per layer from its eigenvalues (spectra of one length and device are
+    fitted together)."""
     groups: dict[tuple, list[int]] = {}
     for index, values in enumerate(evals):
         groups.setdefault((values.numel(), values.device), []).append(index)
@@ -222,5 +227,20 @@ def analyze(model: nn.Module, options: ESDOptions | None = None) -> ESDResult:
             layer = layers[i]
             rows[i] = {"longname": layer.name, "M": layer.M, "N": layer.N, "params": layer.params}
             rows[i].update({k: metrics[k][position] for k in COLUMNS if k in metrics})
+    return rows
+
+
+def analyze(model: nn.Module, options: ESDOptions | None = None) -> ESDResult:
+    """Per-layer ESD metrics of every analysed layer of ``model``, computed where its weights are."""
+    options = options or ESDOptions()
+    layers = spectrum.layer_weights(model)
+    if not layers:
+        raise UserInputError(f"{type(model).__name__} has no Linear or Conv layer to analyse")
+    devices = sorted({w.weight.device.index or 0 for w in layers if w.weight.device.type == "cuda"})
+    clock = clock_for(devices)
+    started = clock.now()
+    evals = eigenvalues(layers, options)
+    computed = clock.now()
+    rows = layer_rows(layers, evals, options)
     finished = clock.now()
     return ESDResult(rows, computed - started, finished - computed)

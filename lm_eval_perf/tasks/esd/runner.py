@@ -10,6 +10,10 @@ Options (task YAML ``metadata`` merged with ``--metadata '{...}'``): every field
   ``auto`` (default: where the model is) or a torch device such as ``cpu`` (the model is moved there for
   the merge and back afterwards, so the merge's temporaries never take GPU memory). lm-eval goes on
   with the merged model, which computes the same function.
+* ``stream`` - ``true``: analyse the checkpoint ``pretrained=`` names (and ``peft=``), read tensor by
+  tensor from its files as ``lm-eval-perf esd`` does (:mod:`.stream`), instead of the loaded model's
+  weights - e.g. the original bf16 weights of a model perf-hf loaded quantized. Same rows; the
+  metrics add the streamed run's reading time and peak memory.
 
 Writes ``esd_layers_<time stamp>.csv`` (one row per layer: ``model_id, source_model, is_adapter`` and
 the estimator's columns) atomically into ``lm.artifacts_dir()`` - the folder of lm-eval's results
@@ -19,30 +23,28 @@ JSON (``config.lm_eval_perf_artifacts.esd_layers_csv``).
 
 from __future__ import annotations
 
-import csv
-import datetime
 import difflib
-import io
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.monitor.stats import Stats, percentile
 from lm_eval_perf.tasks.artifacts import ESD_LAYERS
-from lm_eval_perf.tasks.esd.estimator import COLUMNS, ESDOptions, ESDResult, analyze
+from lm_eval_perf.tasks.esd import records
+from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze
+from lm_eval_perf.tasks.options import boolean_option
 
-IDENTITY_COLUMNS = ("model_id", "source_model", "is_adapter")
-RUNNER_OPTIONS = ("model_id", "source_model", "merge_device")
+if TYPE_CHECKING:
+    from lm_eval_perf.tasks.esd.stream import StreamedESD
+
+RUNNER_OPTIONS = ("model_id", "source_model", "merge_device", "stream")
 
 
-def _check_option_names(options: Mapping[str, Any]) -> None:
+def check_option_names(options: Mapping[str, Any]) -> None:
     """Refuse a key that looks like a misspelt ESD option (other keys may belong to other tasks)."""
     known = (*ESDOptions.names(), *RUNNER_OPTIONS)
     for key in options:
@@ -83,79 +85,47 @@ def merged_model(lm: Any, device: torch.device | None = None) -> tuple[nn.Module
     return merged, True
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return "" if value is None else value
+def _streamed(lm: Any, options: ESDOptions) -> StreamedESD:
+    """The ``stream: true`` run: the checkpoint ``pretrained=`` names, read from its files."""
+    from lm_eval_perf.tasks.esd.adapter import open_adapter
+    from lm_eval_perf.tasks.esd.checkpoint import open_checkpoint
+    from lm_eval_perf.tasks.esd.stream import analyze_checkpoint
 
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """Write ``rows`` as CSV to ``path`` atomically (temporary file in the same folder, then rename)."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(columns))
-    writer.writeheader()
-    writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
-    write_atomic(path, text.getvalue())
-
-
-def _finite(rows: Sequence[Mapping[str, Any]], column: str) -> list[float]:
-    return [float(r[column]) for r in rows if r[column] is not None and math.isfinite(float(r[column]))]
-
-
-def summary_metrics(result: ESDResult) -> dict[str, float | int | None]:
-    """Model-level aggregates over the layers; each over the layers where the column is finite."""
-    rows = result.rows
-    alpha_values = _finite(rows, "alpha")
-    alpha = Stats.from_values(alpha_values, "")
-    ordered = sorted(alpha_values)
-    spectral = Stats.from_values(_finite(rows, "spectral_norm"), "")
-    stable = Stats.from_values(_finite(rows, "stable_rank"), "")
-    entropy = Stats.from_values(_finite(rows, "entropy"), "")
-    return {
-        "alpha_mean": alpha.mean,
-        "alpha_median": alpha.p50,
-        "alpha_std": alpha.std,
-        "alpha_min": alpha.min,
-        "alpha_max": alpha.max,
-        "alpha_q25": percentile(ordered, 25) if ordered else None,
-        "alpha_q75": percentile(ordered, 75) if ordered else None,
-        "alpha_layers": alpha.count,
-        "alpha_weighted_mean": Stats.from_values(_finite(rows, "alpha_weighted"), "").mean,
-        "spectral_norm_mean": spectral.mean,
-        "spectral_norm_max": spectral.max,
-        "stable_rank_mean": stable.mean,
-        "stable_rank_median": stable.p50,
-        "entropy_mean": entropy.mean,
-        "entropy_median": entropy.p50,
-        "total_params": sum(int(r["params"]) for r in rows),
-        "num_layers": len(rows),
-        "eig_seconds": result.eig_seconds,
-        "fit_seconds": result.fit_seconds,
-    }
+    source = getattr(lm, "source", None)
+    if source is None or source.random_weights:
+        raise UserInputError("esd stream=true reads a checkpoint: pretrained= names none (random weights)")
+    model = str(Path(source.pretrained) / source.gguf_file) if source.gguf_file else source.pretrained
+    revision = getattr(lm, "revision", None)
+    adapter = open_adapter(str(lm.peft), revision) if getattr(lm, "peft", None) else None
+    device = next(lm.model.parameters()).device
+    return analyze_checkpoint(open_checkpoint(model, revision), options, device, adapter)
 
 
 def run(lm: Any, options: dict) -> dict:
     """Plugin entry point (see :mod:`lm_eval_perf.tasks.plugin`)."""
-    _check_option_names(options)
+    check_option_names(options)
     esd_options = ESDOptions.from_mapping(options)
-    model, is_adapter = merged_model(lm, merge_device(options.get("merge_device")))
-    result = analyze(model, esd_options)
+    metrics: dict[str, Any] = {}
+    if boolean_option("esd stream", options.get("stream", False)):
+        streamed = _streamed(lm, esd_options)
+        result, is_adapter = streamed.result, bool(getattr(lm, "peft", None))
+        metrics = records.stream_metrics(streamed.stats)
+        model = lm.model
+    else:
+        model, is_adapter = merged_model(lm, merge_device(options.get("merge_device")))
+        result = analyze(model, esd_options)
 
     source = getattr(lm, "source", None)
     pretrained = source.label if source is not None else getattr(model, "name_or_path", "")
     model_id = options.get("model_id") or (str(lm.peft) if is_adapter else pretrained)
     source_model = options.get("source_model") or (pretrained if is_adapter else None)
-    identity = {"model_id": model_id, "source_model": source_model, "is_adapter": is_adapter}
-    stamp = datetime.datetime.now().isoformat(timespec="milliseconds").replace(":", "-")  # as lm-eval's
-    path = Path(lm.artifacts_dir()) / f"{Path(ESD_LAYERS.filename).stem}_{stamp}.csv"  # one file per run
-    write_csv(path, [{**identity, **row} for row in result.rows], (*IDENTITY_COLUMNS, *COLUMNS))
-
+    who = records.identity(model_id, source_model, is_adapter)
+    path = records.write_layers(lm.artifacts_dir(), who, result, records.time_stamp())
+    metrics = {**records.summary_metrics(result), **metrics}
     return {
-        "metrics": summary_metrics(result),
-        "higher_is_better": {"eig_seconds": False, "fit_seconds": False},
+        "metrics": metrics,
+        "higher_is_better": records.higher_is_better(metrics),
         "artifacts": {ESD_LAYERS.key: str(path)},
-        **identity,
+        **who,
         "options": asdict(esd_options),
     }

@@ -8,8 +8,9 @@ and the layer's spectrum is the union of theirs.
 
 How: the eigenvalues of WᵀW are the squared singular values of W. Instead of an SVD, each matrix is
 reduced to its Gram matrix on the smaller side (WᵀW if M ≥ N, else WWᵀ: both have the same non-zero
-eigenvalues) and ``torch.linalg.eigvalsh`` solves that symmetric n×n problem, n = min(M, N).
-Same-shape matrices on the same device are stacked and handled in one batched matmul/eigvalsh.
+eigenvalues; large weights slice by slice, see :func:`gram_matrices`) and ``torch.linalg.eigvalsh``
+solves that symmetric n×n problem, n = min(M, N). Same-shape matrices on the same device are stacked
+and handled in one batched matmul/eigvalsh.
 
 Accuracy. Both steps are backward stable, so every eigenvalue carries an absolute error of order
 ``n · eps · λmax``: it is accurate relative to λmax, and an eigenvalue λ on its own is accurate to about
@@ -45,7 +46,9 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.tasks.esd.streams import map_on_streams
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SOLVERS = ("torch", "cusolver_batched")  # see gram_eigenvalues
 DEFAULT_BATCH_BYTES = 1 << 30  # device memory one stacked batch (weights, Gram, workspace) may take
+GRAM_CHUNK_BYTES = 1 << 28  # at most this much of a stack is converted to the Gram's dtype at once
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,29 @@ def _is_analysed(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
 
 
-def layer_weights(model: nn.Module) -> list[LayerWeight]:
-    """The analysed layers of ``model`` in ``named_modules`` order (a shared weight counted once)."""
-    layers: list[LayerWeight] = []
+def analysed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The analysed modules of ``model`` in ``named_modules`` order, a shared weight counted once (under
+    the first module that holds it). Works on a model built on the ``meta`` device: the streamed path
+    (:mod:`.stream`) selects its layers with this same function."""
+    selected: list[tuple[str, nn.Module]] = []
     seen: set[int] = set()
     for name, module in model.named_modules():
-        if not _is_analysed(module):
-            continue
+        if _is_analysed(module) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            selected.append((name, module))
+    return selected
+
+
+def module_params(module: nn.Module) -> int:
+    """The ``params`` column: elements of the module's own parameters (weight and bias)."""
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def layer_weights(model: nn.Module) -> list[LayerWeight]:
+    """The analysed layers of ``model`` (see :func:`analysed_modules`) with their loaded weights."""
+    layers: list[LayerWeight] = []
+    for name, module in analysed_modules(model):
         weight = module.weight
-        if id(weight) in seen:
-            continue
-        seen.add(id(weight))
         if not weight.is_floating_point() or weight.dim() < 2:
             raise UserInputError(
                 f"layer {name} holds a {str(weight.dtype).removeprefix('torch.')} weight of shape "
@@ -93,8 +108,9 @@ def layer_weights(model: nn.Module) -> list[LayerWeight]:
             )
         if weight.is_meta:
             raise UserInputError(f"layer {name} has no weights loaded (meta device): load the model fully")
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        layers.append(LayerWeight(name, weight, int(weight.shape[0]), int(weight.shape[1]), params))
+        layers.append(
+            LayerWeight(name, weight, int(weight.shape[0]), int(weight.shape[1]), module_params(module))
+        )
     return layers
 
 
@@ -105,6 +121,12 @@ def _matrices(layer: LayerWeight, conv_norm: float, dtype: torch.dtype) -> torch
         return weight.unsqueeze(0)
     stacked = weight.flatten(start_dim=2).permute(2, 0, 1).to(dtype)  # (out, in, k) -> (k, out, in)
     return stacked * math.sqrt(conv_norm)
+
+
+def _stacked_itemsize(layer: LayerWeight, dtype: torch.dtype) -> int:
+    """Bytes per element of the layer's matrices as stacked: its own dtype's, or ``dtype``'s for a
+    convolution (scaled copies, :func:`_matrices`)."""
+    return layer.weight.element_size() if layer.weight.dim() == 2 else dtype.itemsize
 
 
 @contextlib.contextmanager
@@ -118,18 +140,53 @@ def exact_fp32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``."""
-    w = matrices.to(dtype)
-    gram = w.mT @ w if w.shape[-2] >= w.shape[-1] else w @ w.mT
-    return torch.linalg.eigvalsh(gram).clamp_min_(0)
+def gram_matrices(matrices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The Gram matrix on the smaller side (WᵀW if rows ≥ cols, else WWᵀ) of each matrix of a stack
+    (B, rows, cols), in ``dtype``. The stack is converted to ``dtype`` in slices along its longer side
+    of at most :data:`GRAM_CHUNK_BYTES` and the slices' Grams summed, so a large weight (a 152064×5120
+    ``lm_head``: 6.2 GB in float64) never exists converted at once; a stack that fits in one slice is
+    one matmul, as before."""
+    w = matrices if matrices.shape[-2] >= matrices.shape[-1] else matrices.mT
+    batch, long, short = w.shape
+    step = max(1, GRAM_CHUNK_BYTES // (batch * short * dtype.itemsize))
+    if step >= long:
+        converted = w.to(dtype)
+        return converted.mT @ converted
+    gram = torch.zeros(batch, short, short, dtype=dtype, device=w.device)
+    for start in range(0, long, step):
+        part = w[:, start : start + step].to(dtype)
+        gram.baddbmm_(part.mT, part)
+    return gram
 
 
-def _batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int) -> int:
+def gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype, solver: str = "torch") -> torch.Tensor:
+    """Eigenvalues of WᵀW for a stack (B, rows, cols): (B, min(rows, cols)), ascending, ≥ 0, ``dtype``.
+
+    ``solver="torch"``: ``torch.linalg.eigvalsh`` (one cuSOLVER ``syevd`` call per matrix on a GPU);
+    ``"cusolver_batched"``: one cuSOLVER ``XsyevBatched`` call for the whole stack (:mod:`.cusolver`;
+    CUDA only).
+    """
+    grams = gram_matrices(matrices, dtype)
+    if solver == "torch":
+        return torch.linalg.eigvalsh(grams).clamp_min_(0)
+    from lm_eval_perf.tasks.esd import cusolver
+
+    return cusolver.eigvalsh_batched(grams).clamp_min_(0)
+
+
+def matrix_bytes(rows: int, cols: int, dtype: torch.dtype, weight_itemsize: int) -> int:
+    """Device memory one rows×cols matrix of a batch takes while it is solved: its copy in the stack
+    (``weight_itemsize`` bytes per element) and its Gram with the solver's workspace, about 3 n²
+    elements of ``dtype`` (n = min(rows, cols))."""
     n = min(rows, cols)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    per_matrix = (rows * cols + 3 * n * n) * itemsize  # converted weight, Gram, eigvalsh workspace
-    return max(1, batch_bytes // per_matrix)
+    return rows * cols * weight_itemsize + 3 * n * n * dtype.itemsize
+
+
+def batch_size(rows: int, cols: int, dtype: torch.dtype, batch_bytes: int, weight_itemsize: int) -> int:
+    """How many rows×cols matrices one batch stacks within ``batch_bytes`` of device memory (≥ 1),
+    besides the slice being converted (:func:`gram_matrices`)."""
+    converting = min(GRAM_CHUNK_BYTES, rows * cols * dtype.itemsize)
+    return max(1, (batch_bytes - converting) // matrix_bytes(rows, cols, dtype, weight_itemsize))
 
 
 def layer_eigenvalues(
@@ -138,11 +195,13 @@ def layer_eigenvalues(
     conv_norm: float = 0.5,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     streams: int = 1,
+    solver: str = "torch",
 ) -> list[torch.Tensor]:
     """Per layer, all eigenvalues of WᵀW (k·min(M, N) for a convolution), ascending, on its device.
 
     Matrices of one shape and device are stacked into batches of at most ``batch_bytes`` of device
     memory; with ``streams`` > 1 that many batches are solved concurrently on CUDA side streams.
+    ``solver``: see :func:`gram_eigenvalues`.
     """
     groups: dict[tuple, list[tuple[int, int]]] = {}  # (rows, cols, device) -> [(layer, position)]
     for index, layer in enumerate(layers):
@@ -150,12 +209,17 @@ def layer_eigenvalues(
         groups.setdefault(key, []).extend((index, k) for k in range(layer.kernel_positions))
     jobs: list[list[tuple[int, int]]] = []
     for (rows, cols, _device), members in groups.items():
-        size = _batch_size(rows, cols, dtype, batch_bytes)
+        size = batch_size(rows, cols, dtype, batch_bytes, _stacked_itemsize(layers[members[0][0]], dtype))
         jobs.extend(members[start : start + size] for start in range(0, len(members), size))
 
     def solve(chunk: list[tuple[int, int]]) -> list[torch.Tensor]:
         matrices = {i: _matrices(layers[i], conv_norm, dtype) for i, _k in chunk}
-        return [gram_eigenvalues(torch.stack([matrices[i][k] for i, k in chunk]), dtype)]
+        if len(chunk) == 1:  # a view, not a copy, of a lone weight
+            ((i, k),) = chunk
+            stack = matrices[i][k : k + 1]
+        else:
+            stack = torch.stack([matrices[i][k] for i, k in chunk])
+        return [gram_eigenvalues(stack, dtype, solver)]
 
     with exact_fp32_matmul():
         solved = map_on_streams(solve, jobs, lambda chunk: layers[chunk[0][0]].weight.device, streams)
@@ -171,3 +235,10 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserInputError(f"esd eig_dtype={name!r}: use one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def check_solver(name: str) -> str:
+    """``name`` if it is one of :data:`SOLVERS`; anything else is a :class:`UserInputError`."""
+    if name not in SOLVERS:
+        raise UserInputError(f"esd eig_solver={name!r}: use one of {', '.join(SOLVERS)}")
+    return name
