@@ -1,7 +1,7 @@
 """How long ``batch_eval.py --dry-run`` takes on a 10,000-job matrix, without and with the task-name cache.
 
-    python bench/batch_dry_run.py              # 100 models × 4 precisions × 5 ratios × 5 tasks
-    python bench/batch_dry_run.py --models 10  # 1,000 jobs
+    python -m bench.batch_dry_run              # 100 models × 4 precisions × 5 ratios × 5 tasks
+    python -m bench.batch_dry_run --models 10  # 1,000 jobs
 
 Each row is one ``batch_eval.py --config ... --dry-run`` process, timed from start to exit (Python
 start-up, imports, config, expansion, plan, task-name check and the printed table of every job):
@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _out import save
-
+from bench._out import save
 from lm_eval_perf.report.console import fmt, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]

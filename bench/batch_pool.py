@@ -1,10 +1,10 @@
 """Benchmark of batch_eval's local pool: how fully it keeps the GPUs busy, how fast it resumes, what
 packing small jobs onto one GPU gains, and what the pool costs per job.
 
-    python bench/batch_pool.py            # GPU machine: 4 jobs per GPU (at least 8), e.g. nvidia-h200-x2
-    python bench/batch_pool.py --small    # CPU: 4 tiny jobs on 2 workers (same table)
-    python bench/batch_pool.py --part packing   # one GPU: SmolLM2 × 3 precisions × (BBH, ESD), packed vs not
-    python bench/batch_pool.py --part overhead  # scheduling overhead per job of the local pool
+    python -m bench.batch_pool            # GPU machine: 4 jobs per GPU (at least 8), e.g. nvidia-h200-x2
+    python -m bench.batch_pool --small    # CPU: 4 tiny jobs on 2 workers (same table)
+    python -m bench.batch_pool --part packing   # one GPU: SmolLM2 × 3 precisions × (BBH, ESD), packed vs not
+    python -m bench.batch_pool --part overhead  # scheduling overhead per job of the local pool
 
 The matrix is real: ``batch_eval.py`` runs perf-hf jobs (a random-weight architecture, the
 ``perf_throughput`` task with a fixed small sweep, so every job takes about the same time) as
@@ -26,7 +26,7 @@ whether every job's scores are identical (ESD's ``eig_seconds``/``fit_seconds`` 
 times). ``--small`` (CPU): ``arch:tiny-llama`` in float32 and bfloat16 × (BBH zero-shot ``--limit
 1``, ESD), one job at a time against ``workers: 4`` (on a CPU "packing" is running jobs side by side
 on the cores). BBH is read from ``--bbh-dir`` (default ``$LM_EVAL_PERF_BBH_DIR``, else
-``../shared/data/bbh`` beside the repository).
+``../shared/data/bbh`` from the repository root).
 
 ``--part overhead``: 40 jobs that do nothing but write their results file, through the local pool
 one at a time (the pool's own Python API, as ``batch_eval.py`` runs it): per job, the seconds from
@@ -49,14 +49,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._out import save
+from lm_eval_perf.batch.gpus import detect
+from lm_eval_perf.batch.layout import Layout
+from lm_eval_perf.bbh import default_directory
+from lm_eval_perf.report.console import fmt, markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from _out import save  # noqa: E402
-
-from lm_eval_perf.batch.gpus import detect  # noqa: E402
-from lm_eval_perf.batch.layout import Layout  # noqa: E402
-from lm_eval_perf.report.console import fmt, markdown_table  # noqa: E402
 
 FULL = {
     "model": "arch:qwen2.5-0.5b",
@@ -351,7 +350,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--bbh-dir",
-        default=os.environ.get("LM_EVAL_PERF_BBH_DIR", str(REPO.parent / "shared" / "data" / "bbh")),
+        default=default_directory(),
         help="BBH folder for --part packing",
     )
     args = parser.parse_args()

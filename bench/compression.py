@@ -8,8 +8,8 @@ model at batch 1 is bound by Python overhead, not by weight bytes), the large ba
 run exceeds the device's per-command limit, split the ratios (``--ratios 1.0 0.8 0.6`` and
 ``--ratios 1.0 0.4 0.2``; speed-ups are relative to ratio 1.0 of the same run).
 
-    python bench/compression.py            # GPU (H100: about 6 minutes)
-    python bench/compression.py --small    # CPU: tiny-llama, batch 1 and 4
+    python -m bench.compression            # GPU (H100: about 6 minutes)
+    python -m bench.compression --small    # CPU: tiny-llama, batch 1 and 4
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _decode import MODES, decode, device_report, free, load
-from _out import save
-
-from lm_eval_perf.models.compress.svd import SOLVERS, _factors, rank_for_ratio, select_targets
+from bench._decode import MODES, decode, device_report, free, load
+from bench._out import save
+from lm_eval_perf.models.compress.svd import SOLVERS, low_rank_factors, rank_for_ratio, select_targets
 from lm_eval_perf.report.console import fmt, markdown_table
 
 
@@ -44,7 +41,7 @@ def solver_comparison(args, device: str) -> list[dict]:
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            up, down = _factors(weight, rank, solver)
+            up, down = low_rank_factors(weight, rank, solver)
             if device == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - start

@@ -8,8 +8,8 @@ names the source), and it is what windows under 1 s integrate, so this checks th
 the project reports against each other. The counter's error bound (update period / window) is shown
 beside it.
 
-    python bench/energy.py            # GPU (prints nulls with the reason on a machine without NVML)
-    python bench/energy.py --small    # CPU: a tiny model, shows the no-GPU path
+    python -m bench.energy            # GPU (prints nulls with the reason on a machine without NVML)
+    python -m bench.energy --small    # CPU: a tiny model, shows the no-GPU path
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 import time
 
 import torch
-from _models import random_model
-from _out import save
 
+from bench._models import random_model
+from bench._out import save
 from lm_eval_perf.monitor import PerformanceMonitor
 from lm_eval_perf.report.console import fmt
 

@@ -38,14 +38,14 @@ Streamed ESD (issue 26), on a checkpoint on disk:
   numpy SVD of ``--sample`` layers read from the checkpoint, and WeightWatcher timed on a subset of
   the checkpoint's layers (its GPU path, ``--ww-cpu`` its CPU path) and extrapolated by shape.
 
-    python bench/esd.py            # GPU (H100: about 5 minutes)
-    python bench/esd.py --ww-cpu   # also WeightWatcher's CPU path on the same layers, side by side
-    python bench/esd.py --ww-cpu --default-only --sample 4   # the same, shorter: one variant of ours
-    python bench/esd.py --small    # CPU: smollm2-135m architecture, random weights, fewer variants
-    python bench/esd.py --write-checkpoint /tmp/q7 --arch qwen2.5-7b   # 15 GB of bf16 shards
-    python bench/esd.py --checkpoint /tmp/q7 --loaded                  # loaded vs streamed, same weights
-    python bench/esd.py --small --write-checkpoint /tmp/s              # CPU: smollm2-135m, float32
-    python bench/esd.py --small --checkpoint /tmp/s --loaded
+    python -m bench.esd            # GPU (H100: about 5 minutes)
+    python -m bench.esd --ww-cpu   # also WeightWatcher's CPU path on the same layers, side by side
+    python -m bench.esd --ww-cpu --default-only --sample 4   # the same, shorter: one variant of ours
+    python -m bench.esd --small    # CPU: smollm2-135m architecture, random weights, fewer variants
+    python -m bench.esd --write-checkpoint /tmp/q7 --arch qwen2.5-7b   # 15 GB of bf16 shards
+    python -m bench.esd --checkpoint /tmp/q7 --loaded                  # loaded vs streamed, same weights
+    python -m bench.esd --small --write-checkpoint /tmp/s              # CPU: smollm2-135m, float32
+    python -m bench.esd --small --checkpoint /tmp/s --loaded
 
 Writes the full record to ``$OUT/esd.json`` (``esd_checkpoint.json`` for ``--checkpoint``) when ``$OUT``
 is set; prints a markdown table at the end.
@@ -70,11 +70,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _checkpoint import write_checkpoint
-from _models import random_model
-from _out import save
 from torch import nn
 
+from bench._checkpoint import write_checkpoint
+from bench._models import random_model
+from bench._out import save
 from lm_eval_perf.report.console import fmt
 from lm_eval_perf.tasks.esd import powerlaw, spectrum
 from lm_eval_perf.tasks.esd.checkpoint import build_skeleton, open_checkpoint

@@ -23,9 +23,9 @@ compiled reduction), with enough copies that nothing stays in L2.
 It prints the time per token of all 28 layers' linears, the bytes read and the bandwidth, and the
 speed-up over dense. (The whole model adds ``lm_head``, attention and the element-wise kernels.)
 
-    python bench/lowrank_kernels.py                 # GPU: qwen2.5-7b, ratios 0.4 and 0.8
-    python bench/lowrank_kernels.py --ratios 0.4 --extra --per-shape   # every layout (H100: 2.5 min)
-    python bench/lowrank_kernels.py --small         # CPU: tiny-llama, plain timing loops
+    python -m bench.lowrank_kernels                 # GPU: qwen2.5-7b, ratios 0.4 and 0.8
+    python -m bench.lowrank_kernels --ratios 0.4 --extra --per-shape   # every layout (H100: 2.5 min)
+    python -m bench.lowrank_kernels --small         # CPU: tiny-llama, plain timing loops
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from _decode import device_report
-from _out import save
 
+from bench._decode import device_report
+from bench._out import save
 from lm_eval_perf.models.compress.svd import rank_for_ratio, row_matvec
 from lm_eval_perf.models.sources import load_architecture
 from lm_eval_perf.report.console import fmt, markdown_table

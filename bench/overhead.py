@@ -14,9 +14,9 @@ full collections Python makes by itself inside a run are counted (``--gc-off`` p
 both wrappers). The seconds perf-hf spends inside the monitor's own calls are added up per run, so
 the measured cost splits into the monitor itself and everything else.
 
-    python bench/overhead.py --arch qwen2.5-7b --pairs 22 --limit 60 --gen-tokens 0   # GPU, BBH only
-    python bench/overhead.py                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
-    python bench/overhead.py --small         # CPU: tiny Llama, float32
+    python -m bench.overhead --arch qwen2.5-7b --pairs 22 --limit 60 --gen-tokens 0   # GPU, BBH only
+    python -m bench.overhead                 # GPU: DeepSeek-R1-Distill-Qwen-1.5B shape, bf16, random weights
+    python -m bench.overhead --small         # CPU: tiny Llama, float32
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 import torch
-from _models import random_model
-from _out import save
 
+from bench._models import random_model
+from bench._out import save
+from lm_eval_perf.bbh import default_directory
 from lm_eval_perf.report.console import fmt, render_efficiency
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -195,7 +196,7 @@ def main() -> int:
     parser.add_argument(
         "--gen-tokens", type=int, default=32, help="tokens of the generation subtask; 0 leaves it out"
     )
-    parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "../shared/data/bbh"))
+    parser.add_argument("--bbh-dir", default=default_directory())
     parser.add_argument("--tokenizer", default=None, help="default: the bundled SmolLM2 tokenizer")
     args = parser.parse_args()
     gpu = torch.cuda.is_available() and not args.small

@@ -14,18 +14,17 @@ Part 2 (real weights): quantize SmolLM2 with AWQ (group 64: its hidden size 576 
 128), evaluate bf16 and AWQ on ``leaderboard_bbh_local`` with lm-eval: acc_norm, tok/s, energy,
 weight bytes, MCR.
 
-    python bench/precision.py            # GPU (H100: about 6 minutes per repeat)
-    python bench/precision.py --rows bf16,tinygemm-lm_head,tinygemm --skip-end-to-end --repeats 3
-    python bench/precision.py --cpu --skip-decode   # part 2 on the CPU with the real model (float32
+    python -m bench.precision            # GPU (H100: about 6 minutes per repeat)
+    python -m bench.precision --rows bf16,tinygemm-lm_head,tinygemm --skip-end-to-end --repeats 3
+    python -m bench.precision --cpu --skip-decode   # part 2 on the CPU with the real model (float32
                                                     # base, AWQ on tinygemm's CPU kernel)
-    python bench/precision.py --small    # CPU: tiny-llama everywhere (part 2: random weights, 0-shot,
+    python -m bench.precision --small    # CPU: tiny-llama everywhere (part 2: random weights, 0-shot,
                                          # 1 doc per subtask) - checks the script, not the numbers
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -34,10 +33,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _decode import decode, device_report, free, load
-from _out import save
-
+from bench._decode import decode, device_report, free, load
+from bench._out import save
+from lm_eval_perf.bbh import default_directory
 from lm_eval_perf.report.console import fmt, markdown_table
 
 ROWS = {  # short name -> (label, model args)
@@ -212,7 +210,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per row (median, range)")
     parser.add_argument("--model", default="bundled:smollm2", help="real model of part 2")
-    parser.add_argument("--bbh-dir", default=os.environ.get("LM_EVAL_PERF_BBH_DIR", "/work/shared/data/bbh"))
+    parser.add_argument("--bbh-dir", default=default_directory())
     parser.add_argument("--limit", type=int, help="BBH docs per subtask (default 20; small 1)")
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--num-fewshot", type=int, help="BBH shots (default: the task's 3; small 0)")

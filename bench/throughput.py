@@ -1,7 +1,7 @@
 """Throughput sweep benchmark: eager ``generate`` vs the static fast path, side by side.
 
-    python bench/throughput.py            # GPU: arch:qwen2.5-7b and arch:qwen2.5-0.5b, bf16, random weights
-    python bench/throughput.py --small    # CPU: arch:tiny-llama, float32, a 2 x 2 sweep
+    python -m bench.throughput            # GPU: arch:qwen2.5-7b and arch:qwen2.5-0.5b, bf16, random weights
+    python -m bench.throughput --small    # CPU: arch:tiny-llama, float32, a 2 x 2 sweep
 
 Goal (issue 4, 7B-class model on an H100): fast-path decode MBU >= 0.70 at batch 1, and >= 2x the
 eager decode tokens/s. The script calls the task's own runner
@@ -38,8 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _out import save
-
+from bench._out import save
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.report.console import fmt, markdown_table
 from lm_eval_perf.tasks.artifacts import THROUGHPUT

@@ -14,6 +14,12 @@ from lm_eval_perf.errors import UserInputError
 ENV = "LM_EVAL_PERF_BBH_DIR"
 
 
+def default_directory() -> str:
+    """``$LM_EVAL_PERF_BBH_DIR``, else ``../shared/data/bbh`` from the current directory (the checkout's
+    sibling ``shared/`` folder, as the README lays it out)."""
+    return os.environ.get(ENV) or str(Path("..") / "shared" / "data" / "bbh")
+
+
 def bbh_directory(bbh_dir: str | None = None) -> Path:
     """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error if missing."""
     directory = bbh_dir or os.environ.get(ENV)

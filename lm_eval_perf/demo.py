@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
-from lm_eval_perf.bbh import ENV, bbh_directory
+from lm_eval_perf.bbh import bbh_directory, default_directory
 from lm_eval_perf.models.bundled import smollm2_gguf
-
-
-def default_bbh_dir() -> str:
-    """``$LM_EVAL_PERF_BBH_DIR``, else ``../shared/data/bbh`` from the current directory."""
-    return os.environ.get(ENV) or str(Path("..") / "shared" / "data" / "bbh")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lm-eval-perf demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--bbh-dir", default=default_bbh_dir(), help="folder of BBH json files")
+    parser.add_argument("--bbh-dir", default=default_directory(), help="folder of BBH json files")
     parser.add_argument("--limit", type=int, default=1, help="documents per BBH subtask (default 1)")
     parser.add_argument("--output", default="results/demo", help="lm-eval --output_path")
     parser.add_argument(

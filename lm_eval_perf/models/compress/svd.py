@@ -153,7 +153,7 @@ def select_targets(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str
     return [n for n in linears if n in chosen]
 
 
-def _factors(weight: torch.Tensor, rank: int, solver: str) -> tuple[torch.Tensor, torch.Tensor]:
+def low_rank_factors(weight: torch.Tensor, rank: int, solver: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(U_k·√Σ_k [M, k], √Σ_k·V_kᵀ [k, N]) of ``weight`` in float32."""
     w = weight.detach().float()
     m, n = w.shape
@@ -214,7 +214,7 @@ def apply_svd(
         linear = model.get_submodule(name)
         m, n = linear.out_features, linear.in_features
         k = rank if rank is not None else rank_for_ratio(ratio, m, n)  # type: ignore[arg-type]
-        up, down = _factors(linear.weight, k, solver)
+        up, down = low_rank_factors(linear.weight, k, solver)
         k = up.shape[1]
         new = LowRankLinear(
             n, m, k, linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype
