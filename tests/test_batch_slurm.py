@@ -90,19 +90,20 @@ def killed_run(cluster, tiny, tmp_path_factory) -> SimpleNamespace:
         first = subprocess.Popen(batch(config), env=cluster, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
-            if sum(child_starts(layout, key) for key in CELLS) >= 2:
+            submitted = all(r.get("slurm_job_id") for r in store_of(layout).values())
+            if submitted and sum(child_starts(layout, key) for key in CELLS) >= 2:
                 break
             time.sleep(0.2)
         assert first.poll() is None, (root / "first.log").read_text()
         first.send_signal(signal.SIGKILL)
         first.wait()
     at_kill = store_of(layout)
+    staging_at_cancel = list(layout.result_dir(CANCELLED).parent.glob(f".{CANCELLED[-1]}.staging-*"))
     subprocess.run(["scancel", at_kill[CANCELLED]["slurm_job_id"]], env=cluster, check=True)
     # as if the process had died between sbatch and saving the job id: the rerun finds it by name
     store = json.loads(layout.store.read_text())
     store["jobs"][CELLS[2]]["slurm_job_id"] = None
     layout.store.write_text(json.dumps(store))
-    staging_at_cancel = list(layout.result_dir(CANCELLED).parent.glob(f".{CANCELLED[-1]}.staging-*"))
     second = subprocess.run(batch(config), env=cluster, capture_output=True, text=True, timeout=300)
     after_second = store_of(layout)
     failures_after_second = layout.failures.read_text() if layout.failures.exists() else ""
