@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -60,3 +61,33 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     model.save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
     return folder
+
+
+TINY_TASK = """task: batch_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: ["yes", "no"]
+doc_to_target: "{{{{label}}}}"
+metric_list: [{{metric: acc}}]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A folder with the ``batch_tiny`` task (tasks/: a two-document multiple-choice task, scored with
+    ``--limit 1`` so a job's time is mostly lm-eval's start-up) and a 1-layer tiny-llama variant
+    (tiny-1layer.json), for batch_eval matrices."""
+    root = tmp_path_factory.mktemp("batch_tiny")
+    data = root / "tasks" / "tiny.jsonl"
+    data.parent.mkdir()
+    data.write_text(
+        '{"question": "Is the sky blue?", "label": 0}\n{"question": "Is fire cold?", "label": 1}\n'
+    )
+    (root / "tasks" / "batch_tiny.yaml").write_text(TINY_TASK.format(data=data))
+    arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
+    (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
+    return root

@@ -58,6 +58,13 @@ tasks:
             GOOD.replace("limit: 1,", "limit: 1, gpu_memory_gb: -2,"),
             "tasks[0].gpu_memory_gb: expected GB > 0 or null, got -2",
         ),
+        (GOOD + "slurm: {partiton: gpu}\n", "slurm.partiton: unknown key (did you mean 'partition'?)"),
+        (GOOD + "slurm: {time_limit_min: 0}\n", "slurm.time_limit_min: expected an integer >= 1, got 0"),
+        (GOOD + "slurm: {gpus_per_job: 1}\n", "slurm.gpus_per_job: GPUs per job are the top-level"),
+        (GOOD + "slurm: {sbatch: {job_name: x}}\n", "slurm.sbatch.job_name: set by batch_eval"),
+        (GOOD + "slurm: {sbatch: {mem: 4G}}\n", "slurm.sbatch.mem: use slurm.mem_gb"),
+        (GOOD + "slurm: {sbatch: {exclusive: false}}\n", "slurm.sbatch.exclusive: expected a string"),
+        (GOOD + "slurm: [gpu]\n", "slurm: expected a mapping, got list"),
     ],
     ids=[
         "malformed-yaml",
@@ -72,6 +79,13 @@ tasks:
         "bad-isolation",
         "no-jobs-per-gpu",
         "negative-memory",
+        "slurm-unknown-key",
+        "slurm-zero-time",
+        "slurm-gpus-key",
+        "slurm-reserved-option",
+        "slurm-option-with-key",
+        "slurm-false-flag",
+        "slurm-not-mapping",
     ],
 )
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):

@@ -4,8 +4,8 @@
 * an ESD model list (CSV of 2 tiny models and a missing one) runs and resumes;
 * the Ray executor (a local Ray instance) runs a matrix in two steps.
 
-The jobs score a two-document multiple-choice task (``batch_tiny``, written here into an include
-path) with ``--limit 1``, so each job's time is mostly lm-eval's start-up.
+The jobs score a two-document multiple-choice task (``batch_tiny``, the ``tiny`` fixture of conftest.py)
+with ``--limit 1``, so each job's time is mostly lm-eval's start-up.
 """
 
 from __future__ import annotations
@@ -26,32 +26,6 @@ import pytest
 from lm_eval_perf.batch.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TASK = """task: batch_tiny
-dataset_path: json
-dataset_kwargs:
-  data_files: {{test: {data}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: ["yes", "no"]
-doc_to_target: "{{{{label}}}}"
-metric_list: [{{metric: acc}}]
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A folder with the ``batch_tiny`` task (tasks/) and a 1-layer tiny-llama variant (tiny-1layer.json)."""
-    root = tmp_path_factory.mktemp("batch_tiny")
-    data = root / "tasks" / "tiny.jsonl"
-    data.parent.mkdir()
-    data.write_text(
-        '{"question": "Is the sky blue?", "label": 0}\n{"question": "Is fire cold?", "label": 1}\n'
-    )
-    (root / "tasks" / "batch_tiny.yaml").write_text(TINY_TASK.format(data=data))
-    arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
-    (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
-    return root
 
 
 def batch_command(config: Path) -> list[str]:

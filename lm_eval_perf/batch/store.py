@@ -2,7 +2,10 @@
 
 ``jobs.json`` maps each job key to its record: ``status`` (``pending`` | ``running`` | ``done`` |
 ``failed``), ``attempts``, the job's identity (:meth:`Job.identity`) and the last attempt's
-outcome (times in Unix seconds, ``duration_s``, ``exit_code``, ``error``, ``log``). It is rewritten
+outcome (times in Unix seconds, ``duration_s``, ``exit_code``, ``error``, ``log``); a Slurm job's
+record also holds what Slurm knows of its latest attempt (``slurm_job_name``, ``slurm_array_index``,
+``slurm_job_id``, ``slurm_log``, ``slurm_submitted_at``; ``slurm_state`` once Slurm ended it without a
+result; see :mod:`lm_eval_perf.batch.slurm`). It is rewritten
 atomically (temporary file + ``os.replace``) after every change, by the one process that holds the
 output folder's lock. The result folders are the ground truth for "done" (they appear complete, by
 rename; see :mod:`lm_eval_perf.batch.layout`): a record saying ``done`` whose folder is gone is run
@@ -10,7 +13,8 @@ again, and a finished folder the store does not know about (the process died rig
 rename) is adopted from its ``job.json``.
 
 ``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
-(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path),
+(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path; Slurm job
+id, state and log, null for other executors),
 rewritten atomically whenever it changes.
 """
 
@@ -37,6 +41,9 @@ FAILURE_FIELDS = (
     "error",
     "tail",
     "log",
+    "slurm_job_id",
+    "slurm_state",
+    "slurm_log",
 )
 
 
@@ -72,8 +79,9 @@ class JobStore:
         self.jobs.setdefault(key, {}).update(fields)
 
     def adopt(self, key: str) -> None:
-        """Take the record of a finished job from its ``job.json`` (the store missed the end)."""
-        self.jobs[key] = read_json(self.layout.result_dir(key) / JOB_FILE, "job file")
+        """Take the record of a finished job from its ``job.json`` (the store missed the end), keeping
+        what only the store knew (e.g. its Slurm job id)."""
+        self.jobs[key] = {**self.get(key), **read_json(self.layout.result_dir(key) / JOB_FILE, "job file")}
 
     def save(self) -> None:
         """Write ``jobs.json`` and, if the set of failures changed, ``failures.jsonl``."""
