@@ -35,7 +35,6 @@ import contextlib
 import difflib
 import inspect
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_perf import registration
+from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.models import sources
 from lm_eval_perf.models.plan import MODEL_ARGS as PLAN_ARGS
@@ -95,15 +95,11 @@ def _check_dtype(name: str, value) -> None:
         raise UserInputError(f"{name}={value!r} is not a torch dtype: use auto, bfloat16, float16 or float32")
 
 
-def _check_writable(path: str) -> None:
+def _check_output_path(path: str) -> None:
+    """A one-line error unless lm-eval's ``--output_path`` (a folder, or a ``.json`` file in one) can
+    be written; creates nothing."""
     target = Path(path).expanduser()
-    folder = target if target.suffix != ".json" else target.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lm-eval-perf-write-test-"):
-            pass
-    except OSError as exc:
-        raise UserInputError(f"output path {path} is not writable: {exc.strerror or exc}") from exc
+    check_writable(target if target.suffix != ".json" else target.parent, "--output_path")
 
 
 _LAST_RECORDS: list[dict] = []
@@ -147,8 +143,10 @@ class PerfHFLM(HFLM):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in HFLM_ARGS}
         if registration.output_path():
-            _check_writable(registration.output_path())  # fail now, not after hours of evaluation
+            _check_output_path(registration.output_path())  # fail now, not after hours of evaluation
 
+        if kwargs.get("peft"):
+            sources.check_adapter(str(kwargs["peft"]))
         self.source: sources.ModelSource | None = None
         if isinstance(pretrained, str):
             self.source = sources.resolve(
