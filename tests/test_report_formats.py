@@ -183,3 +183,37 @@ def test_pareto_labels_stay_inside_their_panels(tmp_path):
                 and label.y1 <= panel.y1
             )
             assert inside, (text.get_text(), label, panel)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.002, "0.002000"),  # was "0.002": one figure
+        (1833.217, "1833"),  # was "1833.217"
+        (1e5, "100000"),  # was "1e+05"
+        (0.16666666, "0.1667"),
+        (1.3e-06, "1.300e-06"),
+        (2.5e6, "2.500e+06"),
+        (12, "12"),  # counts stay exact
+        (None, "--"),
+    ],
+)
+def test_numbers_are_shown_with_four_significant_figures(value, text):
+    from lm_eval_perf.report.console import fmt
+
+    assert fmt(value) == text
+
+
+def test_the_console_efficiency_table_has_units_in_its_headers_and_four_figure_numbers():
+    from lm_eval_perf.report.console import render_efficiency
+
+    block = {"batches": 4, "al_s": 0.0123456, "latency_s": {"p90": 0.02, "p99": 0.0312345}}
+    record = {"kinds": {"loglikelihood": {**block, "prompt_tokens_per_s": 100000.0, "energy_j": 1234.5678}}}
+    header, _, row, _ = render_efficiency({**record, "overall": {"batches": 4}}).strip().splitlines()[1:]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    assert names[2:] == [
+        "AL (s)", "p90 (s)", "p99 (s)", "tok/s", "TTFT p50 (s)", "TPOT p50 (s)", "energy (J)", "J/tok",
+        "AMU (0-1)", "PCU (0-1)", "AEC (W)", "MFU (0-1)", "MBU (0-1)",
+    ]  # fmt: skip
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:6] == ["4", "0.01235", "0.02000", "0.03123", "100000"] and cells[8] == "1235"

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import bbh_group_yaml
 
 from lm_eval_perf.report.cli import process
 from lm_eval_perf.report.console import fmt
@@ -42,20 +43,7 @@ SWEEP = {
     "min_seconds": 0,
     "warmup_iterations": 0,
 }
-BBH_MINI = """group: leaderboard_bbh_mini
-custom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load
-task:
-  - task: leaderboard_bbh_boolean_expressions
-    dataset_kwargs: {bbh_subset: boolean_expressions}
-  - task: leaderboard_bbh_navigate
-    dataset_kwargs: {bbh_subset: navigate}
-aggregate_metric_list:
-  - metric: acc_norm
-    aggregation: mean
-    weight_by_size: true
-metadata:
-  version: 1.0
-"""
+BBH_MINI = bbh_group_yaml("leaderboard_bbh_mini", ["boolean_expressions", "navigate"])
 BATCH_BF16 = Path("batch/results/arch_tiny-llama/bfloat16/study")  # batch_eval's result folder of a job
 SVD_TASKS = ("leaderboard_bbh_mini", "perf_throughput", "esd")
 STUDY = """group: study

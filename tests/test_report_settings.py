@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import bbh_group_yaml
 
 from lm_eval_perf.report.cli import process
 from lm_eval_perf.report.collect import collect
@@ -34,18 +35,7 @@ from lm_eval_perf.report.throughput import study_points
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BBH_ONE = """group: leaderboard_bbh_one
-custom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load
-task:
-  - task: leaderboard_bbh_boolean_expressions
-    dataset_kwargs: {bbh_subset: boolean_expressions}
-aggregate_metric_list:
-  - metric: acc_norm
-    aggregation: mean
-    weight_by_size: true
-metadata:
-  version: 1.0
-"""
+BBH_ONE = bbh_group_yaml("leaderboard_bbh_one", ["boolean_expressions"])
 SWEEP = {
     "batch_sizes": [1, 2],
     "gen_lengths": [4],
