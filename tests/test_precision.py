@@ -290,3 +290,11 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def test_smollm2_s_layers_take_group_size_64_the_command_chooses_it_without_loading(smollm2_dir):
+    from lm_eval_perf.models.quant.cli import choose_group_size, quantized_in_features
+
+    features = quantized_in_features(str(smollm2_dir))  # a meta-device skeleton: no weights read
+    assert set(features.values()) == {576, 1536} and len(features) == 7 * 30  # hidden 576: 128 cannot
+    assert choose_group_size(features, None) == 64
