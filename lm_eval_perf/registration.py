@@ -100,7 +100,8 @@ class _OwnTaskNotice(logging.Filter):
         return not str(getattr(reader, "__module__", "")).startswith(f"{__package__}.")
 
 
-def _add_task_dir(manager_module: ModuleType) -> None:
+def _extend_task_manager(manager_module: ModuleType) -> None:
+    """Hook 2 (module docstring): this project's task folder, input checks, the notice filter."""
     cls = manager_module.TaskManager
     if getattr(cls.__init__, "_lm_eval_perf", False):
         return
@@ -154,7 +155,7 @@ def _remember_output_path(tracker_module: ModuleType) -> None:
 
 _HOOKS = {
     "lm_eval.models": _register_model,
-    "lm_eval.tasks.manager": _add_task_dir,
+    "lm_eval.tasks.manager": _extend_task_manager,
     "lm_eval.loggers.evaluation_tracker": _remember_output_path,
 }
 

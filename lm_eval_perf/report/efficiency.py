@@ -120,7 +120,7 @@ def peak_memory(runs: list[Run]) -> tuple[float | None, str | None, str | None]:
     module docstring) - or (None, None, why not)."""
     records = [_efficiency(run) for run in runs if _efficiency(run)]
     if not records:
-        return None, None, PLUGIN_ONLY if runs and all(_perf_hf(r) for r in runs) else "no perf-hf run"
+        return None, None, _no_record(runs)
     devices = {_device(record) for record in records}
     if len(devices) > 1:
         return None, None, "the row's runs used different devices (CPU and GPU): their peaks do not compare"
@@ -138,8 +138,11 @@ def _device(record: dict) -> str:
     return "gpu" if on_cuda or (record.get("overall") or {}).get("torch_memory") else "cpu"
 
 
-def _perf_hf(run: Run) -> bool:
-    return (run.data.get("config") or {}).get("model") == "perf-hf"
+def _no_record(runs: list[Run]) -> str:
+    """Why none of ``runs`` has an efficiency record."""
+    if any((run.data.get("config") or {}).get("model") != "perf-hf" for run in runs):
+        return "a run without perf-hf (lm-eval's own model writes no efficiency record)"
+    return PLUGIN_ONLY
 
 
 def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, str]]:
@@ -163,8 +166,8 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
     reasons: dict[str, str] = {}
     if not kinds:
         reasons["al_s"] = (
-            PLUGIN_ONLY
-            if runs and all(map(_perf_hf, runs))
+            _no_record(runs)
+            if not any(map(_efficiency, runs))
             else "no evaluation requests were measured by perf-hf in this row's runs"
         )
     if not generation:
@@ -232,11 +235,8 @@ def row_efficiency(study: Study, row: RowKey, baseline_precision: str) -> RowEff
     weight_bytes = next((s for s in reversed(sizes) if s is not None), None)
     values["weight_gib"] = None if weight_bytes is None else weight_bytes / GIB
     if weight_bytes is None:
-        reasons["weight_gib"] = (
-            f"weight bytes not recorded: {PLUGIN_ONLY}"
-            if runs and all(map(_perf_hf, runs))
-            else "weight bytes not recorded: a run without perf-hf"
-        )
+        why = _no_record(runs) if not any(map(_efficiency, runs)) else "not in the efficiency record"
+        reasons["weight_gib"] = f"weight bytes not recorded: {why}"
     sweep = next((study.cell(row, c) for c in study.columns_of(THROUGHPUT) if study.cell(row, c)), None)
     values["decode_tokens_per_s"] = None if sweep is None else sweep.entry.value
     if sweep is None:
