@@ -65,6 +65,13 @@ def test_bad_model_args_fail_with_one_line(tmp_path, bbh_dir, model_args, fragme
     assert list(tmp_path.iterdir()) == []  # not even an empty output folder
 
 
+def test_a_folder_that_holds_no_model_is_one_line(tmp_path, bbh_dir):
+    (tmp_path / "empty").mkdir()
+    proc = lm_eval(f"pretrained={tmp_path / 'empty'}", str(tmp_path / "out"), bbh_dir)
+    assert_one_line_error(proc, f"cannot load model {tmp_path / 'empty'}: ", "config.json")
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"]
+
+
 def test_unwritable_output_path_fails_before_evaluating(tmp_path, bbh_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -188,7 +188,7 @@ class PerfHFLM(HFLM):
         else:
             try:
                 super()._get_config(pretrained, **kwargs)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # no such model, no or a broken config.json
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
         unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
