@@ -108,7 +108,8 @@ def first_hour(tmp_path_factory, bbh_dir, smollm2_dir) -> SimpleNamespace:
     env.pop("LM_EVAL_PERF_BBH_DIR", None)  # the README's ../shared/data/bbh must be what is read
     makefile = (REPO / "Makefile").read_text().splitlines()
     demo = next(line for line in makefile if "lm-eval-perf demo" in line).strip().replace("$(VENV)", ".venv")
-    commands = {"demo": demo, "hf": readme_block("lm_eval --model hf")}
+    activate = readme_block("source .venv/bin/activate").splitlines()[0]  # the README's first step after it
+    commands = {"demo": demo, "hf": f"{activate}\n{readme_block('lm_eval --model hf')}"}
     procs = {
         name: subprocess.Popen(
             ["bash", "-c", command],
