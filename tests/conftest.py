@@ -91,3 +91,16 @@ def tiny(tmp_path_factory) -> Path:
     arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
     (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
     return root
+
+
+def bbh_group_yaml(group: str, subsets: list[str]) -> str:
+    """A task group of lm-eval's own ``leaderboard_bbh_<subset>`` tasks reading the local BBH files
+    (what ``leaderboard_bbh_local`` is, for a few subsets): the report's BBH column."""
+    tasks = "".join(
+        f"  - task: leaderboard_bbh_{name}\n    dataset_kwargs: {{bbh_subset: {name}}}\n" for name in subsets
+    )
+    return (
+        f"group: {group}\ncustom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load\ntask:\n{tasks}"
+        "aggregate_metric_list:\n  - metric: acc_norm\n    aggregation: mean\n    weight_by_size: true\n"
+        "metadata:\n  version: 1.0\n"
+    )

@@ -49,6 +49,14 @@ tasks:
         (GOOD.replace("./out", "./afile/out"), "output_dir:"),
         (GOOD + "  - {name: leaderboard_bbh_local, label: bbh}\n", "tasks[1].label: 'bbh' is already used"),
         (
+            GOOD.replace("  - arch:tiny-llama", "  - ./no-such-model"),
+            "models[0].pretrained: local path ./no-such-model (",
+        ),
+        (
+            GOOD.replace("  - arch:tiny-llama", "  - {pretrained: arch:tiny-llama, peft: /no/such/adapter}"),
+            "models[0].peft: local path /no/such/adapter does not exist",
+        ),
+        (
             GOOD.replace("./out", "${NO_SUCH_VAR_X}/out"),
             "output_dir: environment variable NO_SUCH_VAR_X is not set",
         ),
@@ -75,6 +83,8 @@ tasks:
         "unknown-task",
         "unwritable-output",
         "duplicate-label",
+        "missing-local-model",
+        "missing-local-adapter",
         "unset-env",
         "bad-isolation",
         "no-jobs-per-gpu",
@@ -133,6 +143,7 @@ tasks:
 
 
 def test_matrix_keys_model_args_and_ratio_folders(tmp_path):
+    (tmp_path / "local" / "ckpt").mkdir(parents=True)  # local paths must exist
     config = load_config(
         write(
             tmp_path / "b.yaml",
@@ -189,6 +200,7 @@ tasks:
 
 
 def test_models_csv_rows_become_models_and_adapters(tmp_path):
+    (tmp_path / "lists" / "adapters" / "lora-r8").mkdir(parents=True)  # local paths must exist
     write(
         tmp_path / "lists" / "models.csv",
         "# ESD study\nmodel,revision,source_model,name\n"
@@ -224,6 +236,8 @@ def test_models_csv_rows_become_models_and_adapters(tmp_path):
         ("revision\nmain\n", "has no 'model' column"),
         ("model\n", "no models listed"),
         ("model,name\nx,a/b\n", "line 2: name: 'a/b' is not a folder name"),
+        ("model\n./gone\n", "line 2: model: local path ./gone ("),
+        ("model,source_model\n./gone,org/base\n", "line 2: model: local path ./gone ("),
     ],
 )
 def test_bad_models_csv_is_a_one_line_error(tmp_path, csv, message):

@@ -1,7 +1,8 @@
 """batch_eval end to end with real lm-eval jobs on tiny random-weight models (CPU).
 
-* a 7-job matrix (6 good, 1 with a bad model path) is SIGKILLed mid-run and run again;
-* an ESD model list (CSV of 2 tiny models and a missing one) runs and resumes;
+* a 7-job matrix (6 good, 1 with a model folder that holds no model) is SIGKILLed mid-run and run
+  again;
+* an ESD model list (CSV of 2 tiny models and an empty folder) runs and resumes;
 * the Ray executor (a local Ray instance) runs a matrix in two steps.
 
 The jobs score a two-document multiple-choice task (``batch_tiny``, the ``tiny`` fixture of conftest.py)
@@ -56,6 +57,7 @@ def processes_mentioning(text: str) -> list[int]:
 def killed_and_resumed(tiny, tmp_path_factory) -> SimpleNamespace:
     """Start the matrix, SIGKILL batch_eval.py once 2 jobs are done and others run, run it twice more."""
     root = tmp_path_factory.mktemp("batch_kill")
+    (root / "empty-model").mkdir()  # exists (the config is valid), holds no model (the job fails)
     config = root / "batch.yaml"
     config.write_text(
         f"""
@@ -65,7 +67,7 @@ workers: 2
 models:
   - arch:tiny-llama
   - {{pretrained: "arch:{tiny / "tiny-1layer.json"}", name: tiny-1layer}}
-  - {{pretrained: ./no-such-model, tasks: [a]}}
+  - {{pretrained: ./empty-model, tasks: [a]}}
 tasks:
   - {{name: batch_tiny, label: a, limit: 1}}
   - {{name: batch_tiny, label: b, limit: 1}}
@@ -88,6 +90,7 @@ tasks:
         first.wait()
     after_kill = SimpleNamespace(
         store=json.loads(layout.store.read_text())["jobs"],
+        plan=json.loads(layout.plan.read_text()),
         staging=[p.relative_to(layout.root) for p in (root / "out" / "results").rglob(".*.staging-*")],
         files=files_of(layout.root / "results"),
     )
@@ -107,7 +110,7 @@ tasks:
         files_after_second=files_after_second,
         third=third,
         good=[f"{m}/default/{t}" for m in ("arch_tiny-llama", "tiny-1layer") for t in "abc"],
-        bad="no-such-model/default/a",
+        bad="empty-model/default/a",
     )
 
 
@@ -143,13 +146,27 @@ def test_killed_batch_resumes_without_rewriting_or_duplicating(killed_and_resume
 
 
 @pytest.mark.slow
+def test_the_matrix_plan_gives_every_job_its_state_while_running_and_after(killed_and_resumed):
+    run = killed_and_resumed
+    killed = {job["key"]: job["state"] for job in run.after_kill.plan["jobs"]}
+    assert sorted(killed) == sorted([*run.good, run.bad])  # the whole matrix, run or not
+    assert set(killed.values()) <= {"pending", "running", "done", "failed"}
+    # written with the store: the kill left jobs running and others not started (2 workers, 7 jobs)
+    assert "running" in killed.values() and "pending" in killed.values()
+    done_then = {k for k, v in killed.items() if v == "done"}
+    assert done_then and all(f"{key}/job.json" in run.after_kill.files for key in done_then)
+    final = {job["key"]: job["state"] for job in json.loads(run.layout.plan.read_text())["jobs"]}
+    assert final == {**dict.fromkeys(run.good, "done"), run.bad: "failed"}
+
+
+@pytest.mark.slow
 def test_failed_job_lands_in_failures_file_and_others_finish(killed_and_resumed):
     run = killed_and_resumed
     assert run.second.returncode == 1
     (failure,) = [json.loads(line) for line in run.layout.failures.read_text().splitlines()]
     assert failure["key"] == run.bad
-    assert "model path" in failure["error"] and "does not exist" in failure["error"]
-    assert "does not exist" in failure["tail"] and Path(failure["log"]).is_file()
+    assert "cannot load model" in failure["error"] and "empty-model" in failure["error"]
+    assert "cannot load model" in failure["tail"] and Path(failure["log"]).is_file()
     assert not run.layout.result_dir(run.bad).exists()
     assert "6 of 7 jobs done, 1 failed" in run.second.stdout
 
@@ -166,8 +183,9 @@ def test_rerun_of_a_finished_matrix_runs_nothing(killed_and_resumed):
 def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
     (tmp_path / "models.csv").write_text(
         "model,name\narch:tiny-llama,tiny-llama\n"
-        f"arch:{tiny / 'tiny-1layer.json'},tiny-1layer\n./missing-model,\n"
+        f"arch:{tiny / 'tiny-1layer.json'},tiny-1layer\n./empty-model,\n"
     )
+    (tmp_path / "empty-model").mkdir()  # exists (the config is valid), holds no model (the job fails)
     config = tmp_path / "esd.yaml"
     config.write_text(
         "output_dir: ./out\nworkers: 2\nprecisions: [float32]\n"
@@ -182,7 +200,7 @@ def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
         assert len(rows) == 7 * layers + 1  # q, k, v, o, gate, up, down per decoder layer; lm_head
         assert {r["is_adapter"] for r in rows} == {"False"}
     (failure,) = [json.loads(line) for line in layout.failures.read_text().splitlines()]
-    assert failure["key"] == "missing-model/float32/esd" and "does not exist" in failure["error"]
+    assert failure["key"] == "empty-model/float32/esd" and "cannot load model" in failure["error"]
     finished = files_of(layout.root / "results")
     again = subprocess.run(batch_command(config), capture_output=True, text=True)
     assert "3 jobs on local CPU, 2 at a time: 2 done before, 0 to run, 1 failed before" in again.stdout

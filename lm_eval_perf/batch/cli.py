@@ -22,9 +22,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.batch.config import EXECUTORS, BatchConfig, load_config
 from lm_eval_perf.batch.gpus import DEFAULT_FREE_MIB
-from lm_eval_perf.batch.layout import Layout, check_writable
+from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job, expand, select
 from lm_eval_perf.batch.progress import Progress, matrix_table, summary_table
 from lm_eval_perf.batch.scheduler import Executor, Plan, plan, prepare, run
@@ -66,8 +67,9 @@ def make_executor(config: BatchConfig, gpu_free_mib: float = DEFAULT_FREE_MIB) -
 def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:
     """Run (or with ``dry_run`` list) the matrix of ``config``; the exit status."""
     layout = Layout(config.output_dir)
-    check_writable(layout.root)
-    jobs = select(expand(config, executor.on_gpu), options.only)
+    check_writable(layout.root, "output_dir")
+    matrix = expand(config, executor.on_gpu)
+    jobs = select(matrix, options.only)
     if not jobs:
         raise UserInputError(f"--only {' '.join(options.only)}: no job of the matrix matches")
     executor.check(jobs)
@@ -87,6 +89,7 @@ def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:
         return 0
     with locked(layout):
         store = JobStore(layout)
+        store.set_matrix(config.source, [job.identity() for job in matrix])
         todo = plan(jobs, store, layout, options.retry_failed)
         attached = _attach(executor, todo, store)
         prepare(todo, store, layout, attached)
@@ -142,8 +145,7 @@ def _counts(jobs, todo, executor: Executor) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="batch_eval.py",
+    parser = argparse.ArgumentParser(  # prog: from sys.argv[0], see lm_eval_perf.cli
         description="Run models × precisions × ratios × tasks with lm-eval and perf-hf, resumably.",
     )
     parser.add_argument("--config", required=True, help="the batch YAML (see lm_eval_perf/batch/config.py)")

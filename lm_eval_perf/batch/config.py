@@ -488,9 +488,13 @@ def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: 
             )
             for row in read_model_list(csv_path, f"{where}.models_csv")
         ]
-    pretrained = local_path(_string(entry["pretrained"], f"{where}.pretrained"), base)
+    pretrained = local_path(_string(entry["pretrained"], f"{where}.pretrained"), base, f"{where}.pretrained")
     revision = _string(entry["revision"], f"{where}.revision") if "revision" in entry else None
-    peft = local_path(_string(entry["peft"], f"{where}.peft"), base) if "peft" in entry else None
+    peft = (
+        local_path(_string(entry["peft"], f"{where}.peft"), base, f"{where}.peft")
+        if "peft" in entry
+        else None
+    )
     name = (
         folder_name(entry["name"], f"{where}.name")
         if "name" in entry

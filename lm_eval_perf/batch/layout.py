@@ -1,6 +1,7 @@
-"""Where a batch keeps its files, all under the config's ``output_dir``:
+"""Where a batch keeps its files, all under the config's ``output_dir``, and the matrix plan:
 
     <output_dir>/
+      matrix.json                        the matrix plan: every job of the config and its state (below)
       jobs.json                          job store: status of every job (see store.py)
       failures.jsonl                     one line per failed job: error, log tail, log path
       .lock                              held by the running batch_eval (a second one is refused)
@@ -11,18 +12,37 @@
 A job writes into its staging folder; only when it succeeded is the folder renamed to its final
 name (one atomic ``rename`` on the same file system), so a result folder is always complete and a
 killed attempt leaves only a staging folder, which the next run deletes.
+
+The matrix plan (``matrix.json``, :data:`PLAN_FILE`) is written for readers such as
+``process_results.py``, which lists the planned cells that have no result. batch_eval rewrites it
+atomically whenever the job store changes (never on ``--dry-run``); it holds the whole matrix of the
+config last run on the folder, ``--only`` filters included::
+
+    {"schema": "lm-eval-perf/matrix/1", "config": "/abs/path/batch.yaml", "updated_at": <Unix s>,
+     "jobs": [{"key": "<model>/<precision>/<task>", "model": ..., "precision": "bfloat16" | null,
+               "compression_ratio": 0.6 | null, "task": "<lm-eval task>", "task_label": "<label>",
+               "state": "pending" | "running" | "done" | "failed"}, ...]}
+
+``state``: ``done`` - its result folder ``results/<key>/`` exists; ``failed`` - its last attempt
+failed (``failures.jsonl`` says why); ``running`` - an attempt was started and has not ended (or
+the batch_eval running it was killed: the next run starts it again); ``pending`` - not run yet.
+:func:`read_plan` reads the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_perf.errors import UserInputError
-
 JOB_FILE = "job.json"
+PLAN_FILE = "matrix.json"
+PLAN_SCHEMA = "lm-eval-perf/matrix/1"
+PLAN_STATES = ("pending", "running", "done", "failed")
 STAGING_MARK = ".staging-"
 
 
@@ -35,6 +55,10 @@ class Layout:
     @property
     def store(self) -> Path:
         return self.root / "jobs.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / PLAN_FILE
 
     @property
     def failures(self) -> Path:
@@ -65,14 +89,73 @@ class Layout:
         return os.path.isfile(os.path.join(self.root, "results", key, JOB_FILE))
 
 
-def check_writable(root: Path, where: str = "output_dir") -> None:
-    """One-line error unless ``root`` is (or can be created as) a writable folder; creates nothing."""
-    probe = root
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserInputError(f"{where}: {root} cannot be created: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserInputError(f"{where}: {root} is not writable ({probe} is read-only for this user)")
+PLANNED_FIELDS = ("key", "model", "precision", "compression_ratio", "task", "task_label")
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of a matrix plan (the fields of ``matrix.json``'s ``jobs``)."""
+
+    key: str
+    model: str
+    precision: str | None
+    compression_ratio: float | None
+    task: str
+    task_label: str
+    state: str
+
+
+@dataclass(frozen=True)
+class MatrixPlan:
+    """A read matrix plan: ``root`` is the batch output folder it lies in."""
+
+    root: Path
+    config: str
+    updated_at: float
+    jobs: tuple[PlannedJob, ...]
+
+
+def plan_text(config: Path, identities: Iterable[dict], states: dict[str, str]) -> str:
+    """The text of ``matrix.json`` for jobs given by their identity (``Job.identity()``) and states."""
+    jobs = [{**{k: job[k] for k in PLANNED_FIELDS}, "state": states[job["key"]]} for job in identities]
+    record = {"schema": PLAN_SCHEMA, "config": str(config), "updated_at": time.time(), "jobs": jobs}
+    return json.dumps(record, indent=1) + "\n"
+
+
+def read_plan(path: Path) -> MatrixPlan:
+    """The matrix plan in ``path``; ``ValueError`` (with the reason) when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"corrupt or truncated JSON ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != PLAN_SCHEMA
+        or not isinstance(data.get("jobs"), list)
+    ):
+        raise ValueError(f"not a matrix plan (schema {PLAN_SCHEMA})")
+    jobs = []
+    for i, job in enumerate(data["jobs"]):
+        if (
+            not isinstance(job, dict)
+            or job.get("state") not in PLAN_STATES
+            or not isinstance(job.get("key"), str)
+        ):
+            raise ValueError(f"jobs[{i}] is malformed")
+        ratio = job.get("compression_ratio")
+        jobs.append(
+            PlannedJob(
+                key=job["key"],
+                model=str(job.get("model") or job["key"].split("/")[0]),
+                precision=None if job.get("precision") is None else str(job["precision"]),
+                compression_ratio=float(ratio) if isinstance(ratio, (int, float)) else None,
+                task=str(job.get("task") or ""),
+                task_label=str(job.get("task_label") or job["key"].rsplit("/", 1)[-1]),
+                state=job["state"],
+            )
+        )
+    return MatrixPlan(
+        path.parent, str(data.get("config") or ""), float(data.get("updated_at") or 0), tuple(jobs)
+    )

@@ -14,8 +14,9 @@ rename) is adopted from its ``job.json``.
 
 ``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
 (key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path; Slurm job
-id, state and log, null for other executors),
-rewritten atomically whenever it changes.
+id, state and log, null for other executors), rewritten atomically whenever it changes. So is the
+matrix plan ``matrix.json`` (see :mod:`lm_eval_perf.batch.layout`), once :meth:`JobStore.set_matrix`
+has given the store the whole matrix.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.layout import JOB_FILE, Layout
+from lm_eval_perf.batch.layout import JOB_FILE, Layout, plan_text
 from lm_eval_perf.errors import UserInputError
 
 FAILURE_FIELDS = (
@@ -67,6 +68,20 @@ class JobStore:
             read_json(layout.store, "job store").get("jobs", {}) if layout.store.exists() else {}
         )
         self._failures_text: str | None = None
+        self._matrix: list[dict] = []
+        self._config: Path | None = None
+
+    def set_matrix(self, config: Path, identities: list[dict]) -> None:
+        """The config's whole matrix (each job's ``identity()``): :meth:`save` writes it with each job's
+        state into the matrix plan."""
+        self._config, self._matrix = config, identities
+
+    def planned_state(self, key: str) -> str:
+        """A job's state in the matrix plan: done (its result folder exists), failed, running or pending."""
+        if self.layout.is_done(key):
+            return "done"
+        status = self.status(key)
+        return status if status in ("failed", "running") else "pending"
 
     def get(self, key: str) -> dict:
         return self.jobs.get(key, {})
@@ -95,6 +110,9 @@ class JobStore:
         if text != self._failures_text and (failed or self.layout.failures.exists()):
             write_atomic(self.layout.failures, text)
         self._failures_text = text
+        if self._matrix:
+            states = {job["key"]: self.planned_state(job["key"]) for job in self._matrix}
+            write_atomic(self.layout.plan, plan_text(self._config, self._matrix, states))
 
 
 @contextlib.contextmanager

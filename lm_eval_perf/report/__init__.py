@@ -7,8 +7,10 @@
 
   :mod:`.collect` (find and read files; unreadable ones become problems) -> :mod:`.identity` (the
   row of a run: model, precision, ratio) -> :mod:`.tasks` (columns and primary metrics of a results
-  file) -> :mod:`.study` (cells; newest run wins) -> :mod:`.efficiency` (per-row figures, MCR) /
-  :mod:`.compare` (against the baseline) / :mod:`.throughput` (sweep points) / :mod:`.esd` (layers)
-  -> :mod:`.tables`, :mod:`.csv_out`, :mod:`.plots`, :mod:`.report` -> :mod:`.render` (jinja2
-  templates in ``templates/``) -> :mod:`.files` (atomic writes).
+  file; an accuracy column is a task with its evaluation settings) -> :mod:`.study` (cells: of runs
+  with the same settings the newest wins; missing cells from batch_eval's matrix plans) ->
+  :mod:`.efficiency` (per-row figures, MCR) / :mod:`.compare` (against the baseline) /
+  :mod:`.throughput` (sweep points) / :mod:`.esd` (layers) -> :mod:`.tables`, :mod:`.csv_out`,
+  :mod:`.plots`, :mod:`.report` -> :mod:`.render` (jinja2 templates in ``templates/``) ->
+  :mod:`lm_eval_perf.atomic` (atomic writes).
 """
