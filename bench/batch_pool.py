@@ -57,9 +57,9 @@ from pathlib import Path
 
 from bench._out import save
 from lm_eval_perf.batch.gpus import detect
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.bbh import default_directory
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
+from lm_eval_perf.records.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -316,6 +316,7 @@ def test_task_names_are_checked_against_the_cached_index_and_a_missing_name_rebu
 
 
 def test_streamed_esd_is_one_lm_eval_perf_esd_job_per_model_with_bounded_memory(tmp_path):
+    (tmp_path / "lora").mkdir()  # a local adapter path must exist
     write(tmp_path / "models.csv", "model,revision,source_model,name\norg/base,v1,,\n./lora,,org/base,lora\n")
     config = load_config(
         write(

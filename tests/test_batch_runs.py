@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lm_eval_perf.batch.layout import Layout
+from lm_eval_perf.records.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 

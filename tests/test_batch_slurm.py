@@ -22,10 +22,10 @@ import pytest
 from slurm_cluster import slurm_cluster, unavailable
 
 from lm_eval_perf.batch.config import SlurmSpec, load_config
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.scheduler import plan, prepare
 from lm_eval_perf.batch.store import JobStore
+from lm_eval_perf.records.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 WRITE_RESULT = (

@@ -199,13 +199,13 @@ def test_pareto_labels_stay_inside_their_panels(tmp_path):
     ],
 )
 def test_numbers_are_shown_with_four_significant_figures(value, text):
-    from lm_eval_perf.report.console import fmt
+    from lm_eval_perf.records.console import fmt
 
     assert fmt(value) == text
 
 
 def test_the_console_efficiency_table_has_units_in_its_headers_and_four_figure_numbers():
-    from lm_eval_perf.report.console import render_efficiency
+    from lm_eval_perf.records.console import render_efficiency
 
     block = {"batches": 4, "al_s": 0.0123456, "latency_s": {"p90": 0.02, "p99": 0.0312345}}
     record = {"kinds": {"loglikelihood": {**block, "prompt_tokens_per_s": 100000.0, "energy_j": 1234.5678}}}

@@ -28,8 +28,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import bbh_group_yaml
 
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.cli import process
-from lm_eval_perf.report.console import fmt
 from lm_eval_perf.report.esd import read_layers
 from lm_eval_perf.report.mcr import mcr_from_files
 

@@ -25,13 +25,13 @@ from pathlib import Path
 from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.batch.config import EXECUTORS, BatchConfig, load_config
 from lm_eval_perf.batch.gpus import DEFAULT_FREE_MIB
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job, expand, select
 from lm_eval_perf.batch.progress import Progress, matrix_table, summary_table
 from lm_eval_perf.batch.scheduler import Executor, Plan, plan, prepare, run
 from lm_eval_perf.batch.store import JobStore, locked
 from lm_eval_perf.batch.task_names import check_task_names
 from lm_eval_perf.errors import UserInputError, install_excepthook, one_line
+from lm_eval_perf.records.layout import Layout
 
 
 @dataclass(frozen=True)

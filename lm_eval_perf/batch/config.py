@@ -75,9 +75,9 @@ import yaml
 
 from lm_eval_perf.batch.envexpand import expand
 from lm_eval_perf.batch.model_list import read_model_list
-from lm_eval_perf.batch.names import folder_name, local_path, model_name, precision_folder, slug
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.models.precision import validate_precision
+from lm_eval_perf.records.names import folder_name, local_path, model_name, precision_folder, slug
+from lm_eval_perf.records.precisions import validate_precision
 
 EXECUTORS = ("local", "ray", "slurm")
 ISOLATION = ("warn", "error", "wait")

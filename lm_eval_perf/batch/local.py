@@ -31,13 +31,13 @@ from dataclasses import dataclass, field, replace
 
 from lm_eval_perf.batch import runner
 from lm_eval_perf.batch.gpus import GpuProbe, GpuProcess
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.packing import budgets, choose
 from lm_eval_perf.batch.runner import Attempt, Outcome
 from lm_eval_perf.batch.scheduler import Executor
 from lm_eval_perf.batch.sharing import Neighbour, SharingLog, foreign, identify
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_perf.batch.names import folder_name, local_path, model_name
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.names import folder_name, local_path, model_name
 
 COLUMNS = ("model", "revision", "source_model", "name")
 

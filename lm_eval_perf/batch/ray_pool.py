@@ -32,12 +32,12 @@ from __future__ import annotations
 import time
 
 from lm_eval_perf.batch import runner
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.packing import shares
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.batch.scheduler import Executor
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import Layout
 
 
 def _import_ray():

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
 from lm_eval_perf.batch.child import PARENT_ENV
-from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import JOB_FILE, Layout
 
 TAIL_LINES = 30
 ATTEMPT_MARK = "\n===== attempt "  # starts each attempt's section of the log

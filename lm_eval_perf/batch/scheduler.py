@@ -21,11 +21,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.progress import Progress
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.batch.store import JobStore
+from lm_eval_perf.records.layout import Layout
 
 POLL_S = 2.0  # how often a waiting scheduler looks again for GPUs other processes freed
 

@@ -50,12 +50,12 @@ from typing import Any
 
 from lm_eval_perf.batch import runner, slurm_state
 from lm_eval_perf.batch.config import SlurmSpec
-from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.batch.scheduler import Executor
 from lm_eval_perf.batch.store import JobStore, read_json
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import JOB_FILE, Layout
 
 SUBMITIT_DIR = "slurm"  # under output_dir
 GRACE_MIN = 5  # minutes of Slurm time limit beyond a job's timeout: start-up, loading the attempt

@@ -8,14 +8,14 @@ record also holds what Slurm knows of its latest attempt (``slurm_job_name``, ``
 result; see :mod:`lm_eval_perf.batch.slurm`). It is rewritten
 atomically (temporary file + ``os.replace``) after every change, by the one process that holds the
 output folder's lock. The result folders are the ground truth for "done" (they appear complete, by
-rename; see :mod:`lm_eval_perf.batch.layout`): a record saying ``done`` whose folder is gone is run
+rename; see :mod:`lm_eval_perf.records.layout`): a record saying ``done`` whose folder is gone is run
 again, and a finished folder the store does not know about (the process died right after the
 rename) is adopted from its ``job.json``.
 
 ``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
 (key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path; Slurm job
 id, state and log, null for other executors), rewritten atomically whenever it changes. So is the
-matrix plan ``matrix.json`` (see :mod:`lm_eval_perf.batch.layout`), once :meth:`JobStore.set_matrix`
+matrix plan ``matrix.json`` (see :mod:`lm_eval_perf.records.layout`), once :meth:`JobStore.set_matrix`
 has given the store the whole matrix.
 """
 
@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.layout import JOB_FILE, Layout, plan_text
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import JOB_FILE, Layout, plan_text
 
 FAILURE_FIELDS = (
     "key",

@@ -92,7 +92,7 @@ _LAST_RECORDS: list[dict] = []
 
 
 def _print_last_records() -> None:
-    from lm_eval_perf.report.console import render_efficiency
+    from lm_eval_perf.records.console import render_efficiency
 
     for record in _LAST_RECORDS:
         print(render_efficiency(record))

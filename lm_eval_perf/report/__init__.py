@@ -1,6 +1,8 @@
 """Rendering of efficiency records and results directories.
 
-* :mod:`.console` - the short efficiency table printed after lm-eval's own tables.
+The short efficiency table printed after lm-eval's own tables is on the ground floor
+(:mod:`lm_eval_perf.records.console`), with the record's layout every reader here relies on.
+
 * :mod:`.mcr` - MCR of a compressed run against its baseline, from two results JSONs.
 * ``process_results.py`` / ``lm-eval-perf report`` (:mod:`.cli`) - a results directory -> paper
   tables, CSV files, plots and a report. Data flows one way:

@@ -8,7 +8,7 @@ Under ``results_dir`` (searched recursively):
 * ``job.json`` - batch_eval's record of the job whose result folder holds a results file; it names
   the row (see :mod:`.identity`).
 * ``failures.jsonl`` - batch_eval's failed jobs, one JSON object per line.
-* ``matrix.json`` - batch_eval's matrix plan (:mod:`lm_eval_perf.batch.layout`): the jobs it planned
+* ``matrix.json`` - batch_eval's matrix plan (:mod:`lm_eval_perf.records.layout`): the jobs it planned
   and their states, which say which cells are missing. Also read from the parent folder when
   ``results_dir`` is a batch output's ``results/`` folder.
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lm_eval_perf.batch.layout import JOB_FILE, PLAN_FILE, STAGING_MARK, MatrixPlan, read_plan
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.artifacts import Artifact
+from lm_eval_perf.records.layout import JOB_FILE, PLAN_FILE, STAGING_MARK, MatrixPlan, read_plan
 from lm_eval_perf.report.identity import RowKey, model_args, row_of
-from lm_eval_perf.tasks.artifacts import Artifact
 
 FAILURES_FILE = "failures.jsonl"
 

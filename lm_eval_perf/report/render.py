@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.report.console import markdown_table as text_table
+from lm_eval_perf.records.console import markdown_table as text_table
 from lm_eval_perf.report.report import ReportData
 from lm_eval_perf.report.tables import Table
 

@@ -10,9 +10,9 @@ import base64
 import time
 from dataclasses import dataclass, field
 
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.collect import Problem
 from lm_eval_perf.report.compare import Comparison, best_rows, compare
-from lm_eval_perf.report.console import fmt
 from lm_eval_perf.report.efficiency import METRICS, RowEfficiency, cell_mcr
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study, when

@@ -4,7 +4,7 @@ A column is a task with its evaluation settings (:class:`~lm_eval_perf.report.ta
 only runs measured alike can give the same cell (a job run again, an ``lm_eval`` run beside a batch
 with the same settings): then the newest one wins - by the results file's ``date``, then its path -
 and a note names the others. Which cells are missing is said by batch_eval's matrix plans
-(:mod:`lm_eval_perf.batch.layout`): the planned jobs without a result, with their state.
+(:mod:`lm_eval_perf.records.layout`): the planned jobs without a result, with their state.
 """
 
 from __future__ import annotations

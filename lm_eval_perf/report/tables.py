@@ -1,7 +1,7 @@
 """The two paper tables as plain data: accuracy per task, efficiency per row.
 
 Rows are grouped by model (precisions, then compression ratios, in :meth:`RowKey.sort_key` order).
-Cells are formatted with :func:`lm_eval_perf.report.console.fmt` (4 significant figures); a missing
+Cells are formatted with :func:`lm_eval_perf.records.console.fmt` (4 significant figures); a missing
 value is ``--``. An accuracy column's header names its task, its primary metric and its settings
 (few-shot count, ``--limit``; see :meth:`Study.settings_text`). In each column the best value is
 marked (``best``) - the highest or lowest as the metric's ``higher_is_better`` says, ties all
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.efficiency import METRICS, RowEfficiency
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study

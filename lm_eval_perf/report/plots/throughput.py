@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lm_eval_perf.batch.names import slug
+from lm_eval_perf.records.names import slug
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.plots.common import (
     Plot,

@@ -29,7 +29,7 @@ import torch
 from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.monitor import provenance
 from lm_eval_perf.monitor.clock import clock_for
-from lm_eval_perf.tasks.artifacts import THROUGHPUT
+from lm_eval_perf.records.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput.measure import measure_point
 from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
 from lm_eval_perf.tasks.throughput.store import ResultsFile
