@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 
 from lm_eval_perf.errors import UserInputError, find_user_error, install_excepthook, one_line
+from lm_eval_perf.orphans import PARENT_ENV, die_with_parent
 
 # name -> "module:function"; each function takes the remaining argv and returns an exit status.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -83,6 +85,8 @@ def lm_eval_input_error(exc: ValueError, argv: list[str]) -> UserInputError | No
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if PARENT_ENV in os.environ:  # a batch_eval job: end with the batch (see lm_eval_perf.orphans)
+        die_with_parent()
     install_excepthook()
     if argv and argv[0] in ("-h", "--help"):
         print(_usage())

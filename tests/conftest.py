@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# every efficiency record perf-hf writes in a test (subprocesses too) is checked against the shipped schema
+os.environ.setdefault("LM_EVAL_PERF_VALIDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 

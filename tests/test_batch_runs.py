@@ -240,14 +240,14 @@ def test_ray_executor_runs_and_resumes_a_matrix(tiny, tmp_path):
         ray.shutdown()
 
 
-# The job program of the packed run: the batch child, with the "GPU" the fake inventory handed out
+# The job program of the packed run: lm-eval-perf's CLI, with the "GPU" the fake inventory handed out
 # run on the CPU (this machine's torch has no CUDA).
 ON_CPU = """
 import runpy, sys
 args = sys.argv[1:]
 args[args.index("--device") + 1] = "cpu"
-sys.argv = ["lm_eval_perf.batch.child", *args]
-runpy.run_module("lm_eval_perf.batch.child", run_name="__main__")
+sys.argv = ["lm_eval_perf.cli", *args]
+runpy.run_module("lm_eval_perf.cli", run_name="__main__")
 """
 
 

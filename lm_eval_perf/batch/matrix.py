@@ -32,8 +32,8 @@ from lm_eval_perf.records.names import precision_folder
 from lm_eval_perf.tasks.options import boolean_option
 from lm_eval_perf.tasks.traits import ESD_BATCH_GIB, traits
 
-# The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
-CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
+# The job's process: lm-eval-perf's CLI, which ends with its parent (see lm_eval_perf.orphans).
+CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.cli")
 FILTER_KEYS = ("model", "precision", "ratio", "task")
 
 

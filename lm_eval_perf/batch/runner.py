@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.child import PARENT_ENV
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.orphans import PARENT_ENV
 from lm_eval_perf.records.layout import JOB_FILE, Layout
 
 TAIL_LINES = 30

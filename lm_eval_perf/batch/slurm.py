@@ -1,7 +1,7 @@
 """The Slurm executor: every job an ``sbatch`` job (or a task of a job array), submitted by submitit.
 
 A Slurm job runs :func:`attempt` on its node: :func:`lm_eval_perf.batch.runner.run_job`, as a Ray
-task does - ``lm_eval_perf.batch.child`` in a subprocess with its timeout, a staging folder renamed
+task does - ``lm_eval_perf.cli`` in a subprocess with its timeout, a staging folder renamed
 into the result folder on success, ``job.json`` - so every node must see ``output_dir`` at the same
 path (a shared file system) and run the same Python (the submitting process's ``sys.executable``;
 sbatch passes the environment on, ``PYTHONPATH`` included). ``pip install 'lm-eval-perf[slurm]'``.

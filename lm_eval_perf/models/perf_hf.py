@@ -57,6 +57,7 @@ from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.plugins import is_plugin_request, plugin_name, run_plugin
+from lm_eval_perf.records.efficiency import validate_if_asked
 
 install_excepthook()
 
@@ -417,6 +418,7 @@ class PerfHFLM(HFLM):
                 "device": str(self.device),
                 **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
+            validate_if_asked(record)
             self.efficiency = record
             if self.print_summary:
                 if not _LAST_RECORDS:

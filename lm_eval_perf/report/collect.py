@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.records.artifacts import Artifact
+from lm_eval_perf.records.efficiency import check_version
 from lm_eval_perf.records.layout import JOB_FILE, PLAN_FILE, STAGING_MARK, MatrixPlan, read_plan
 from lm_eval_perf.report.identity import RowKey, model_args, row_of
 
@@ -223,6 +224,8 @@ def collect(root: Path, progress: bool = True) -> Inputs:
         data, reason = read_json(path)
         if data is not None:
             reason = shape_problem(data)
+        if data is not None and not reason and (data.get("config") or {}).get("efficiency"):
+            check_version(data["config"]["efficiency"], inputs.relative(path))
         if data is None or reason:
             inputs.problems.append(Problem(path, reason or "unreadable"))
             continue

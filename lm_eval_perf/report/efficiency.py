@@ -1,8 +1,8 @@
 """Per-row efficiency, MCR and the comparison of every row with its baseline.
 
 Per row, over the runs that give its cells (:meth:`Study.runs_of`), from each run's
-``config.efficiency`` record (schema ``lm-eval-perf/efficiency/1``). Only the request kinds that
-carried evaluation requests are used (the kinds named in the record's per-task block): the
+``config.efficiency`` record (:mod:`lm_eval_perf.records.efficiency`, majors 1 and 2). Only the
+request kinds that carried evaluation requests are used (the kinds named in the record's per-task block): the
 throughput sweep and the ESD analysis measure themselves.
 
 * AMU, PCU (fractions 0..1), AEC (W): means of the kinds' windows, weighted by window duration.
@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm_eval_perf.monitor.metrics import model_compression_rate, ratio
+from lm_eval_perf.records.efficiency import EfficiencyRecord
 from lm_eval_perf.report.collect import Run
 from lm_eval_perf.report.identity import UNCOMPRESSED, RowKey
 from lm_eval_perf.report.mcr import weight_bytes_of
@@ -84,8 +85,10 @@ class RowEfficiency:
     peak_memory_source: str | None = None
 
 
-def _efficiency(run: Run) -> dict:
-    return (run.data.get("config") or {}).get("efficiency") or {}
+def _efficiency(run: Run) -> EfficiencyRecord:
+    """The run's efficiency record (major 1 or 2, checked when it was read; see
+    :mod:`lm_eval_perf.records.efficiency`), ``{}`` for a run without one."""
+    return (run.data.get("config") or {}).get("efficiency") or {}  # type: ignore[return-value]
 
 
 def evaluation_kinds(record: dict) -> dict[str, dict]:
