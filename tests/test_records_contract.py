@@ -116,3 +116,20 @@ def test_no_two_parts_import_each_other():
     graph = {part: set(targets) for part, targets in _imports().items()}
     loops = sorted((a, b) for a, targets in graph.items() for b in targets if a < b and a in graph.get(b, ()))
     assert loops == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "built"),
+    [
+        ("Window", "lm_eval_perf.monitor.window:Measurement"),
+        ("ModelShape", "lm_eval_perf.monitor.metrics:ModelShape"),
+        ("Peaks", "lm_eval_perf.monitor.peaks:DevicePeaks"),
+    ],
+)
+def test_the_monitors_dataclasses_serialize_to_the_typed_layout(typed, built):
+    import dataclasses
+    import importlib
+
+    module, _, name = built.partition(":")
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    assert fields == set(getattr(efficiency, typed).__annotations__)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from lm_eval_perf.monitor import metrics
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks, missing_bandwidth_reason, missing_flops_reason
-from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement
 from lm_eval_perf.records.efficiency import Kind, Overall
+from lm_eval_perf.records.stats import Stats
 
 GENERATION_KINDS = frozenset({"generate_until", "generate"})
 

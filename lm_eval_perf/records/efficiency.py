@@ -16,6 +16,7 @@ has an error bound, and ``world_size``/``ranks``/``requests``/``excluded`` were 
 1 keep loading (:func:`check_version`); a newer major is refused in one line.
 """
 
+import dataclasses
 import json
 import os
 from functools import cache
@@ -25,6 +26,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 from typing_extensions import NotRequired, TypedDict, is_typeddict
 
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.stats import Stats
 
 PREFIX = "lm-eval-perf/efficiency/"
 MAJOR = 2
@@ -35,23 +37,6 @@ VALIDATE_ENV = "LM_EVAL_PERF_VALIDATE"
 
 Fraction = Annotated[float | None, "fraction, 0 to 1"]
 Reasons = Annotated[dict[str, str], "figure -> why it is null"]
-
-
-class Stats(TypedDict):
-    """count / total / mean / population std / min / max / percentiles (linear interpolation) of
-    measured values, every figure in ``unit``; with no values every figure but ``count`` is null."""
-
-    unit: str
-    count: int
-    total: float | None
-    mean: float | None
-    std: float | None
-    min: float | None
-    max: float | None
-    p50: float | None
-    p90: float | None
-    p95: float | None
-    p99: float | None
 
 
 class Window(TypedDict):
@@ -280,12 +265,13 @@ def _schema(hint: Any) -> dict:
         return {"type": "array", "items": _schema(args[0])}
     if origin is dict:
         return {"type": "object", "additionalProperties": _schema(args[1])}
-    if is_typeddict(hint):
+    if is_typeddict(hint) or dataclasses.is_dataclass(hint):
         return {"$ref": f"#/$defs/{hint.__name__}"}
     raise TypeError(f"no JSON Schema for {hint!r}")
 
 
 def _definition(cls: type) -> dict:
+    """The schema of a TypedDict, or of a dataclass serialized by ``dataclasses.asdict`` (``Stats``)."""
     hints = get_type_hints(cls, include_extras=True)
     optional = set(getattr(cls, "__optional_keys__", ()))
     return {
@@ -330,8 +316,12 @@ def _validator():
 
 
 def validate(record: dict) -> None:
-    """Raise ``ValueError`` naming the first place where ``record`` breaks the shipped schema."""
-    error = next(iter(_validator().iter_errors(record)), None)
+    """Raise ``ValueError`` naming the first place where ``record`` breaks the shipped schema.
+
+    The record is checked as lm-eval writes it: through JSON (tuples become arrays).
+    """
+    written = json.loads(json.dumps(record, default=str))
+    error = next(iter(_validator().iter_errors(written)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(record)"
         raise ValueError(f"efficiency record breaks {SCHEMA} at {where}: {error.message}")
