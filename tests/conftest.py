@@ -17,6 +17,17 @@ os.environ.setdefault("LM_EVAL_PERF_VALIDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The files whose module fixtures run lm-eval end to end for minutes (the README's first hour: the demo
+# and the hf comparison together) go first, so that `make test`'s two xdist workers (--dist loadfile)
+# finish together instead of one starting the longest file when the other is nearly done.
+LONGEST_FIRST = ("test_readme.py", "test_runs_as_typed.py", "test_batch_runs.py", "test_report_outputs.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests of :data:`LONGEST_FIRST` to the front, in that order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def _bbh_candidates() -> list[Path]:
     """Where the shared BBH files may be: $LM_EVAL_PERF_BBH_DIR, ../shared beside this checkout, or

@@ -276,8 +276,11 @@ def test_model_list_runs_as_streamed_jobs_merges_tables_and_resumes(tmp_path):
 
     save_tiny(tmp_path / "one", layers=1)
     save_tiny(tmp_path / "two", layers=2)
+    save_tiny(tmp_path / "cut", layers=1)  # a download that stopped half-way: fails as a job, not as input
+    (shard,) = (tmp_path / "cut").glob("*.safetensors")
+    shard.write_bytes(shard.read_bytes()[:1000])
     (tmp_path / "models.csv").write_text(
-        "model,revision,source_model,name\n./one,,,\n./two,,,two\n./missing,,,\n"
+        "model,revision,source_model,name\n./one,,,\n./two,,,two\n./cut,,,\n"
     )
     config = tmp_path / "esd.yaml"
     config.write_text(
@@ -295,7 +298,7 @@ def test_model_list_runs_as_streamed_jobs_merges_tables_and_resumes(tmp_path):
         (results,) = folder.glob("results_*.json")
         assert json.loads(results.read_text())["results"]["esd"]["num_layers,none"] == 7 * layers + 1
     (failure,) = [json.loads(line) for line in layout.failures.read_text().splitlines()]
-    assert failure["key"] == "missing/default/esd" and "does not exist" in failure["error"]
+    assert failure["key"] == "cut/default/esd" and "safetensors" in failure["error"], failure
 
     merged = {p.name: list(csv.DictReader(p.open())) for p in (layout.root / "esd").glob("*.csv")}
     assert sorted(merged) == [
