@@ -217,3 +217,45 @@ def test_the_console_efficiency_table_has_units_in_its_headers_and_four_figure_n
     ]  # fmt: skip
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:6] == ["4", "0.01235", "0.02000", "0.03123", "100000"] and cells[8] == "1235"
+
+
+def test_al_is_the_one_request_kinds_and_per_kind_when_a_row_mixes_kinds(tmp_path):
+    from lm_eval_perf.report.collect import Inputs, Run
+    from lm_eval_perf.report.csv_out import tidy_rows
+    from lm_eval_perf.report.efficiency import all_rows
+    from lm_eval_perf.report.identity import RowKey
+    from lm_eval_perf.report.study import build
+
+    scoring = {"loglikelihood": {"latency_s": {"total": 2.0, "count": 4}}}  # 0.5 s a batch
+    generation = {"generate_until": {"latency_s": {"total": 30.0, "count": 3}}}  # 10 s a call
+    kinds = {"bfloat16": scoring, "float16": {**scoring, **generation}}
+    runs = [
+        Run(
+            tmp_path / f"{precision}.json",
+            {
+                "results": {"leaderboard_bbh": {"acc_norm,none": 0.3}},
+                "config": {
+                    "model": "perf-hf",
+                    "efficiency": {"schema": "lm-eval-perf/efficiency/2", "kinds": k},
+                },
+            },
+            RowKey("org__model", precision),
+            0.0,
+        )
+        for precision, k in kinds.items()
+    ]
+    study = build(Inputs(tmp_path, runs))
+    rows = {row.precision: figures for row, figures in all_rows(study, "bfloat16").items()}
+    assert rows["bfloat16"].values["al_s"] == 0.5
+    mixed = rows["float16"]
+    assert mixed.values["al_s"] is None  # not 32 s / 7 batches, a mean over two units of work
+    assert "2 kinds (generate_until, loglikelihood)" in mixed.unavailable["al_s"]
+    assert mixed.al_by_kind == {"generate_until": 10.0, "loglikelihood": 0.5}
+    al_rows = [
+        (r["precision"], r.get("basis"), r["value"]) for r in tidy_rows(study, all_rows(study, "bfloat16"))
+    ]
+    assert [r for r in al_rows if r[1] in ("loglikelihood", "generate_until")] == [
+        ("bfloat16", "loglikelihood", 0.5),
+        ("float16", "generate_until", 10.0),
+        ("float16", "loglikelihood", 0.5),
+    ]

@@ -4,10 +4,11 @@
 Tidy: one row per (model, precision, ratio, task, metric) of every winning cell - the cell's task
 or group and every task below it, each metric it reports - plus the cell's MCR and the row's
 efficiency figures (task ``(efficiency)``; ``basis``: the source of the peak memory - alloc, NVML or
-RSS). ``column`` is the table column the row belongs to and
-``num_fewshot``, ``limit``, ``batch_size``, ``task_version`` its settings (a column is a task with its
-settings), ``primary`` marks the value shown in the table, ``source`` the results file (relative to
-the results directory). Numbers are written in full precision (``repr``); missing values are empty.
+RSS - and, for AL, the request kind: one ``al_s`` row per kind). ``column`` is the table column the
+row belongs to and ``num_fewshot``, ``limit``, ``batch_size``, ``task_version`` its settings (a column
+is a task with its settings), ``primary`` marks the value shown in the table, ``source`` the results
+file (relative to the results directory). Numbers are written in full precision (``repr``); missing
+values are empty.
 
 Wide: one row per (model, precision, ratio): each table column's primary metric (header: column,
 metric and settings - ``BBH (acc_norm; 3-shot, limit 10)``), then the efficiency figures, headers
@@ -156,19 +157,26 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
                     }
                 )
         sources = ";".join(study.inputs.relative(r.path) for r in study.runs_of(row))
+        figures = efficiency[row]
         for metric in METRICS:
-            out.append(
-                {
-                    **ident,
-                    "task": "(efficiency)",
-                    "metric": metric.key,
-                    "value": efficiency[row].values.get(metric.key),
-                    "unit": "fraction" if metric.percent else metric.unit,
-                    "basis": efficiency[row].peak_memory_source if metric.key == "peak_memory_gib" else None,
-                    "higher_is_better": metric.higher_is_better,
-                    "source": sources,
-                }
-            )
+            if metric.key == "al_s" and figures.al_by_kind:
+                pairs = list(figures.al_by_kind.items())  # AL is per request kind: the kind is its basis
+            else:
+                basis = figures.peak_memory_source if metric.key == "peak_memory_gib" else None
+                pairs = [(basis, figures.values.get(metric.key))]
+            for basis, value in pairs:
+                out.append(
+                    {
+                        **ident,
+                        "task": "(efficiency)",
+                        "metric": metric.key,
+                        "value": value,
+                        "unit": "fraction" if metric.percent else metric.unit,
+                        "basis": basis,
+                        "higher_is_better": metric.higher_is_better,
+                        "source": sources,
+                    }
+                )
     return out
 
 

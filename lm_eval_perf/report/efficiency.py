@@ -83,6 +83,7 @@ class RowEfficiency:
     unavailable: dict[str, str] = field(default_factory=dict)
     mcr: dict[Column, float | None] = field(default_factory=dict)  # MCR of each accuracy cell
     peak_memory_source: str | None = None
+    al_by_kind: dict[str, float | None] = field(default_factory=dict)  # s per batch, by request kind
 
 
 def _efficiency(run: Run) -> EfficiencyRecord:
@@ -148,10 +149,21 @@ def _no_record(runs: list[Run]) -> str:
     return PLUGIN_ONLY
 
 
-def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, str]]:
+def _run_figures(
+    runs: list[Run],
+) -> tuple[dict[str, float | None], dict[str, str], dict[str, float | None]]:
+    """The row's figures from its runs' records, why any is None, and AL (s per batch) per request kind:
+    a row's AL is its one kind's, never a mean over kinds (a loglikelihood batch and a generation call
+    are not the same unit of work)."""
     kinds = [(kind, block) for run in runs for kind, block in evaluation_kinds(_efficiency(run)).items()]
     windows = [(block.get("window") or {}) for _, block in kinds]
-    latency = [block.get("latency_s") or {} for _, block in kinds]
+    latency: dict[str, list[dict]] = {}
+    for kind, block in kinds:
+        latency.setdefault(kind, []).append(block.get("latency_s") or {})
+    al_by_kind = {
+        kind: ratio(_sum([s.get("total") for s in stats]), _sum([s.get("count") for s in stats]))
+        for kind, stats in sorted(latency.items())
+    }
     generation = [block for kind, block in kinds if kind in GENERATION_KINDS]
     energy = [block.get("energy_j") for _, block in kinds]
     tokens = [ratio(block.get("energy_j"), block.get("energy_per_token_j")) for _, block in kinds]
@@ -159,7 +171,7 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
         "amu": _weighted([(w.get("amu"), w.get("duration_s")) for w in windows]),
         "pcu": _weighted([(w.get("pcu"), w.get("duration_s")) for w in windows]),
         "aec_w": _weighted([(w.get("aec_w"), w.get("duration_s")) for w in windows]),
-        "al_s": ratio(_sum([s.get("total") for s in latency]), _sum([s.get("count") for s in latency])),
+        "al_s": next(iter(al_by_kind.values())) if len(al_by_kind) == 1 else None,
         "it_tokens_per_s": ratio(
             _sum([b.get("generated_tokens") for b in generation]),
             _sum([b.get("seconds") for b in generation]),
@@ -172,6 +184,11 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
             _no_record(runs)
             if not any(map(_efficiency, runs))
             else "no evaluation requests were measured by perf-hf in this row's runs"
+        )
+    if len(al_by_kind) > 1:
+        reasons["al_s"] = (
+            f"the row's requests are of {len(al_by_kind)} kinds ({', '.join(al_by_kind)}), whose batches "
+            "do not average together: AL per kind in benchmark_results.csv (metric al_s, basis the kind)"
         )
     if not generation:
         reasons["it_tokens_per_s"] = "no generation task (IT is defined for generation only)"
@@ -188,7 +205,7 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
             reasons.setdefault(
                 key, notes.get(source) or notes.get("gpu") or reasons.get("al_s") or "not measured"
             )
-    return values, reasons
+    return values, reasons, al_by_kind
 
 
 def _perf_pair(base: Cell, cell: Cell) -> tuple[float | None, float | None, str | None]:
@@ -230,7 +247,7 @@ def cell_mcr(study: Study, cell: Cell, baseline_precision: str) -> tuple[float |
 def row_efficiency(study: Study, row: RowKey, baseline_precision: str) -> RowEfficiency:
     """The efficiency figures of ``row``."""
     runs = study.runs_of(row)
-    values, reasons = _run_figures(runs)
+    values, reasons, al_by_kind = _run_figures(runs)
     values["peak_memory_gib"], source, why = peak_memory(runs)
     if why:
         reasons["peak_memory_gib"] = why
@@ -255,7 +272,7 @@ def row_efficiency(study: Study, row: RowKey, baseline_precision: str) -> RowEff
     values["mcr"] = sum(defined) / len(defined) if defined else None
     if not defined:
         reasons["mcr"] = next((v for k, v in reasons.items() if k.startswith("mcr:")), "no accuracy column")
-    return RowEfficiency(row, values, weight_bytes, reasons, mcr, source)
+    return RowEfficiency(row, values, weight_bytes, reasons, mcr, source, al_by_kind)
 
 
 def all_rows(study: Study, baseline_precision: str) -> dict[RowKey, RowEfficiency]:
