@@ -9,7 +9,7 @@ demo:  ## bundled SmolLM2-135M on local BBH, offline: accuracy + efficiency
 
 test:  ## the whole test suite (what CI runs)
 	bash scripts/setup.sh --test
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	$(VENV)/bin/ruff check .
 
 lint:
