@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The files whose module fixtures run lm-eval end to end for minutes (the README's first hour: the demo
 # and the hf comparison together) go first, so that `make test`'s two xdist workers (--dist loadfile
-# --no-loadscope-reorder: files in this order, not largest test count first) finish together instead of one starting the longest file when the other is nearly done.
+# --no-loadscope-reorder: files in this order, not largest test count first) finish together instead
+# of one starting the longest file when the other is nearly done.
 LONGEST_FIRST = ("test_readme.py", "test_runs_as_typed.py", "test_batch_runs.py", "test_report_outputs.py")
 
 
