@@ -38,7 +38,7 @@ import torch
 import transformers
 
 from lm_eval_perf.monitor.clock import Clock, TokenTimer
-from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
+from lm_eval_perf.tasks.sweeps.oom import error_text, is_out_of_memory, release_memory
 
 WARMUP_STEPS = 3  # eager/compiled decode steps run before a CUDA graph is captured
 CHECK_STEPS = 4  # decode steps compared with eager ones when a compiled or graphed loop is prepared
