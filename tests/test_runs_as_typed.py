@@ -10,12 +10,14 @@ from the shared data folder.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lm_eval_perf.tasks.artifacts import FORWARD
 from tests.readme import readme_command, run_as_printed
 
 
@@ -70,6 +72,37 @@ def test_readme_offline_bbh_command_runs_as_printed_on_a_cpu_machine(workdir):
     assert record["load"]["source_time_s"] >= 0 and record["load"]["load_time_s"] > 0
     assert record["kinds"]["loglikelihood"]["batches"] > 0 and record["overall"]["energy_j"] is None
     assert "lm-eval-perf efficiency" in proc.stdout
+
+
+@pytest.mark.slow
+def test_readme_classifier_command_gives_accuracy_above_chance_and_a_forward_sweep(
+    workdir, trained_classifier_dir, labelled_csv
+):
+    command = readme_command("lm_eval --model perf-hf", "classification_local")
+    (workdir / "my-classifier").symlink_to(trained_classifier_dir)
+    shutil.copy(labelled_csv, workdir / "intents.csv")
+    proc = run_as_printed(command, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_of(workdir / "results" / "classifier")
+    scores = results["results"]["classification_local"]
+    assert scores["acc,none"] > 0.6 and scores["f1_macro,none"] > 0.6  # 3 labels: chance is 1/3
+    record = results["config"]["efficiency"]
+    assert record["load"]["head"] == {
+        "kind": "sequence_classification",
+        "labels": ["music", "sport", "weather"],
+    }
+    ll = record["kinds"]["loglikelihood"]
+    assert ll["samples"] == 60 and ll["requests"] == 180 and ll["batches"] == 4  # 60 texts, 16 a batch
+    assert set(record["kinds"]) == {"loglikelihood"}  # the sweep measured itself
+    (excluded,) = record["overall"]["excluded"]
+    assert excluded["what"] == "plugin task perf_forward"
+    sweep = workdir / results["config"]["lm_eval_perf_artifacts"][FORWARD.key]  # relative to where it ran
+    points = [json.loads(line) for line in sweep.read_text().splitlines()]
+    assert [(p["key"]["batch_size"], p["status"]) for p in points] == [
+        (b, "ok") for b in (1, 4, 8, 16, 32, 64)
+    ]
+    assert all(p["key"]["seq_len"] == 128 and p["pad_fraction"] > 0.5 for p in points)  # short texts
+    assert "perf_forward: best batch size at 128 tokens:" in proc.stderr
 
 
 @pytest.mark.slow

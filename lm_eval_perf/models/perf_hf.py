@@ -16,8 +16,11 @@ Model arguments beyond HFLM's (all optional):
 * ``generation_backend`` (default ``eager``) - how the throughput task generates: ``eager`` is
   lm-eval's own ``generate`` path; ``static`` a static KV cache with compiled decode steps (see
   :mod:`lm_eval_perf.tasks.throughput`). lm-eval's own tasks always use the eager path.
-* ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
-  of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+* ``artifacts_dir`` - where plugin tasks (throughput, forward, ESD) write their files; default: the
+  folder of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+* ``head`` (``auto``) and ``label_map`` - sequence classifiers (``AutoModelForSequenceClassification``,
+  read from the config's ``architectures`` or forced with ``head=classification``) answer
+  multiple-choice tasks from their labels; see :mod:`lm_eval_perf.models.classifier`.
 * ``precision``, ``quant_backend``, ``group_size``, ``quantize_lm_head`` (bf16/fp16/fp32 casts,
   int4, AWQ, NF4) and
   ``svd_ratio``, ``svd_rank``, ``svd_targets``, ``svd_solver``, ``compressed``, ``allow_pickle``
@@ -47,7 +50,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval_perf import registration
 from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.model_args import FROM_PRETRAINED_ARGS, hflm_args, model_arg_names
-from lm_eval_perf.models import sources
+from lm_eval_perf.models import classifier, sources
+from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.models.plan import LoadPlan
 from lm_eval_perf.models.probe import probe_length, rows_that_fit
 from lm_eval_perf.models.session import EvalSession, SessionState, efficiency_record
@@ -128,6 +132,8 @@ class PerfHFLM(HFLM):
         peak_bandwidth: float | None = None,
         artifacts_dir: str | None = None,
         generation_backend: str = "eager",
+        head: str = "auto",
+        label_map: str | dict | None = None,
         **kwargs,
     ) -> None:
         try:
@@ -141,6 +147,8 @@ class PerfHFLM(HFLM):
                 f"generation_backend={generation_backend!r}: use one of {', '.join(GENERATION_BACKENDS)}"
             )
         self.plan = LoadPlan.pop_from(kwargs)  # precision / compression args; sets kwargs["dtype"]
+        self._head_arg = str(head)
+        self.is_classifier = False  # set from the config by _get_config
         for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in hflm_args()}
@@ -165,6 +173,18 @@ class PerfHFLM(HFLM):
         super().__init__(**kwargs)
         self.load_time_s = time.perf_counter() - started
         self._split_requests_over_processes()
+        self.classifier: classifier.Labels | None = None
+        if self.is_classifier:
+            self.classifier = classifier.Labels.of(self.model.config, label_map)
+            if self.model.config.pad_token_id is None:  # a decoder classifier pools at the last non-pad token
+                self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        elif label_map is not None:
+            raise UserInputError("label_map= applies to sequence classifiers only (see head=)")
+        self.folded_ids: str | None = None
+        if self.source is not None and self.source.random_weights:
+            self.folded_ids = sources.fold_token_ids(self.model, len(self.tokenizer))
+        self._classifier_batch_size: int | None = None
+        self._classifier_call: ForwardCall | None = None
 
         self.monitor_interval = monitor_interval
         self.warmup_batches = warmup_batches
@@ -209,6 +229,9 @@ class PerfHFLM(HFLM):
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
+        self.is_classifier = classifier.has_classification_head(self._config, self._head_arg)
+        if self.is_classifier:
+            self.AUTO_MODEL_CLASS = transformers.AutoModelForSequenceClassification
         unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
         if unknown:
             known = sorted(model_arg_names())
@@ -217,6 +240,13 @@ class PerfHFLM(HFLM):
                 f"unknown model_args key {unknown[0]!r} for perf-hf"
                 + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
+
+    def _get_backend(self, config, backend="default", trust_remote_code=False) -> None:
+        if not self.is_classifier:
+            return super()._get_backend(config, backend=backend, trust_remote_code=trust_remote_code)
+        # HFLM knows causal and seq2seq models; a classifier's requests are scored by models.classifier,
+        # and HFLM's batch-size probe (one tower, no labels) runs it as it runs a causal LM
+        self.backend = "causal"
 
     def _create_model(self, pretrained: str, dtype="auto", **kwargs) -> None:
         self.plan.bind(self._device)  # the device HFLM resolved; checked before any weight loads
@@ -228,8 +258,12 @@ class PerfHFLM(HFLM):
             super()._create_model(pretrained, dtype=dtype, **kwargs)
         else:
             torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
+            for key in (
+                self._extra_args - FROM_PRETRAINED_ARGS
+            ):  # config attributes, as from_pretrained sets them
+                setattr(self._config, key, kwargs[key])
             with torch.device(self._device):
-                self._model = transformers.AutoModelForCausalLM.from_config(self._config, dtype=torch_dtype)
+                self._model = self.AUTO_MODEL_CLASS.from_config(self._config, dtype=torch_dtype)
         self._model = self.plan.finish(self._model)  # SVD truncation, load-time quantization
 
     # -- the three request methods ---------------------------------------------------------------
@@ -249,14 +283,29 @@ class PerfHFLM(HFLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         with self._measuring("loglikelihood", requests):
+            if self.classifier is not None:
+                return classifier.score(
+                    requests, self.classifier, self._classify, self._classify_rows(requests)
+                )
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        self._refuse_for_classifier("loglikelihood_rolling", requests)
         with self._measuring("loglikelihood_rolling", requests):
             return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
 
+    def _refuse_for_classifier(self, kind: str, requests) -> None:
+        if self.classifier is None or not requests:
+            return
+        tasks = sorted({getattr(r, "task_name", None) or "unknown" for r in requests})
+        raise UserInputError(
+            f"{self.source.label if self.source else type(self.model).__name__} is a sequence classifier: "
+            f"it answers multiple-choice (loglikelihood) tasks only, not {kind} ({', '.join(tasks)})"
+        )
+
     def generate_until(self, requests, disable_tqdm: bool = False):
         plugins = {i for i, r in enumerate(requests) if is_plugin_request(r.args[1])}
+        self._refuse_for_classifier("generate_until", [r for i, r in enumerate(requests) if i not in plugins])
         if not plugins:
             with self._measuring("generate_until", requests):
                 return super().generate_until(requests, disable_tqdm=disable_tqdm)
@@ -351,6 +400,42 @@ class PerfHFLM(HFLM):
             self._session.row(inplen)
         return super()._select_cont_toks(logits, contlen=contlen, inplen=inplen)
 
+    def _classify_rows(self, requests) -> int:
+        """Rows per classifier forward: ``batch_size``, or once per model lm-eval's ``auto`` probe at the
+        longest context (HFLM's probe takes token lists and probes at their joint length less one)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if self._classifier_batch_size is None:
+            longest = max((r.args[0] for r in requests), key=len)
+            ids = self.tokenizer(longest, truncation=True, max_length=self.max_length).input_ids
+            self._classifier_batch_size = int(self._detect_batch_size([(None, ids, [0])]))
+        return self._classifier_batch_size
+
+    def _classify(self, texts: list[str]) -> torch.Tensor:
+        """Logits (rows x labels) of the classifier for ``texts``: one timed forward pass, a batch of
+        the evaluation (tokenized as the classifier was trained: its special tokens, right padding)."""
+        batch = self.tokenizer(
+            texts,
+            padding="longest",
+            padding_side="right",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        if self._classifier_call is None:
+            self._classifier_call = ForwardCall(
+                self.model, self.mixed_precision_dtype, last_position_only=False
+            )
+        session = self._session
+        assert session is not None  # inside a loglikelihood call
+        start = session.clock.now()
+        logits = self._classifier_call(ids, mask)
+        session.forward(session.clock.now() - start, int(ids.shape[0]), int(ids.shape[1]))
+        for tokens in mask.sum(dim=1).tolist():
+            session.row(int(tokens))
+        return logits
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         session = self._session
         if session is None or self._unmeasured:
@@ -417,6 +502,8 @@ class PerfHFLM(HFLM):
                 "source_time_s": self.source_time_s,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device),
+                "head": self._head_record(),
+                "token_ids_folded": self.folded_ids,
                 **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
             self.efficiency = record
@@ -425,6 +512,12 @@ class PerfHFLM(HFLM):
                     atexit.register(_print_last_records)
                 _LAST_RECORDS[:] = [record]
         return self.efficiency
+
+    def _head_record(self) -> dict:
+        """What the model's output is: a causal LM's vocabulary, or a classifier's labels."""
+        if self.classifier is None:
+            return {"kind": "causal_lm" if self.backend == "causal" else self.backend}
+        return {"kind": "sequence_classification", "labels": list(self.classifier.names)}
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
