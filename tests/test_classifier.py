@@ -6,6 +6,8 @@ decoder classifier trained on the CPU (tests/classifiers.py), lm-eval's Instance
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -14,7 +16,7 @@ from lm_eval.api.instance import Instance
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.classifier import Labels
 from lm_eval_perf.models.perf_hf import PerfHFLM
-from tests.classifiers import examples
+from tests.classifiers import examples, write_csv
 
 
 def requests(texts: list[str], choices: list[str]) -> list[Instance]:
@@ -114,3 +116,64 @@ def test_random_weight_presets_build_their_classifier_and_fold_larger_tokenizer_
     assert max(lm.tokenizer(text).input_ids) >= 30522
     scored = lm.loglikelihood(requests([text], ["negative", "positive"]))
     assert sum(torch.tensor([s for s, _ in scored]).exp()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classification_local_reads_named_columns_of_csv_and_jsonl_and_scores_macro_f1(tmp_path):
+    from lm_eval_perf.tasks.classification_local import data
+
+    rows = [("two apples", "10"), ("a pear", "2"), ("one fig", "2")]
+    csv_file = write_csv(tmp_path / "d.csv", rows, columns=("utterance", "intent"))
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps({"utterance": t, "intent": int(label)}) + "\n" for t, label in rows))
+    for path in (csv_file, jsonl):
+        docs = data.load(str(path), text_column="utterance", label_column="intent")["test"]
+        assert docs[0] == {"text": "two apples", "choices": ["2", "10"], "gold": 1}  # numeric order
+    ordered = data.load(str(csv_file), "utterance", "intent", labels=["10", "2"])["test"]
+    assert ordered[1]["choices"] == ["10", "2"] and ordered[1]["gold"] == 1
+    assert data.process_results({"gold": 1}, [(-2.0, False), (-0.5, True)]) == {
+        "acc": 1.0,
+        "f1_macro": (1, 1),
+    }
+    # (gold, predicted): per-label F1 of labels 0, 1, 2 is 2/3, 1/2, 2/3; macro-F1 is their unweighted mean
+    pairs = [(0, 0), (0, 1), (1, 1), (2, 2), (2, 1)]
+    assert data.macro_f1(pairs) == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "options", "message"),
+    [
+        ("d.txt", "text,label\na,b\n", {}, r"use a \.csv, \.tsv, \.jsonl file"),
+        ("d.csv", "text,label\n", {}, "has no examples"),
+        ("d.csv", "text,label\na,\n", {}, "example 1: 'label' is empty"),
+        ("d.jsonl", '{"text": "a"}\n[1]\n', {"label_column": None}, "line 2 is not a JSON object"),
+        ("d.csv", "text,label\na,x\n", {"labels": ["y"]}, r"labels \['x'\] of the file are not in"),
+    ],
+)
+def test_bad_labelled_files_are_one_line_errors(tmp_path, name, content, options, message):
+    from lm_eval_perf.tasks.classification_local import data
+    from lm_eval_perf.tasks.labelled import read_examples
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UserInputError, match=message):
+        if "labels" in options:
+            data.load(str(path), **options)
+        else:
+            read_examples(path, **options)
+    with pytest.raises(UserInputError, match="needs the labelled file"):
+        data.load(None)
+
+
+def test_batch_size_auto_probes_once_at_the_longest_context_outside_the_record(encoder_dir):
+    lm = PerfHFLM(
+        pretrained=str(encoder_dir), device="cpu", batch_size="auto", max_batch_size=4, print_summary=False
+    )
+    texts = [t for t, _ in examples(6, seed=5)]
+    lm.loglikelihood(requests(texts, ["NEGATIVE", "POSITIVE"]))
+    lm.loglikelihood(requests(texts[:2], ["NEGATIVE", "POSITIVE"]))
+    record = lm.finish_measurement()
+    (probe,) = record["batch_size_probe"]  # once per model, at the longest context's tokens
+    assert probe["chosen_batch_size"] == 4
+    assert probe["positions"] == max(len(lm.tokenizer(t).input_ids) for t in texts)
+    assert record["kinds"]["loglikelihood"]["batches"] == 2 + 1  # 6 rows in 4 + 2, then 2
+    assert [e["what"] for e in record["overall"]["excluded"]] == ["batch_size_probe"]

@@ -411,9 +411,9 @@ class PerfHFLM(HFLM):
             self._classifier_batch_size = int(self._detect_batch_size([(None, ids, [0])]))
         return self._classifier_batch_size
 
-    def _classify(self, texts: list[str]) -> torch.Tensor:
-        """Logits (rows x labels) of the classifier for ``texts``: one timed forward pass, a batch of
-        the evaluation (tokenized as the classifier was trained: its special tokens, right padding)."""
+    def classifier_inputs(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and attention mask of a classifier batch on the model's device, tokenized as the
+        classifier was trained: its special tokens, right padding to the longest row."""
         batch = self.tokenizer(
             texts,
             padding="longest",
@@ -422,7 +422,12 @@ class PerfHFLM(HFLM):
             max_length=self.max_length,
             return_tensors="pt",
         )
-        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+    def _classify(self, texts: list[str]) -> torch.Tensor:
+        """Logits (rows x labels) of the classifier for ``texts``: one timed forward pass, a batch of
+        the evaluation."""
+        ids, mask = self.classifier_inputs(texts)
         if self._classifier_call is None:
             self._classifier_call = ForwardCall(
                 self.model, self.mixed_precision_dtype, last_position_only=False

@@ -116,15 +116,11 @@ class ForwardOptions:
             logits=checked.choice(TASK, "logits", v["logits"], LOGITS),
             overhead_threshold=_number("overhead_threshold", v["overhead_threshold"], minimum=0.0),
             profile_point=None if v["profile_point"] is None else str(v["profile_point"]),
-            max_sweep_seconds=(
-                None
-                if v["max_sweep_seconds"] is None
-                else _number("max_sweep_seconds", v["max_sweep_seconds"], 0.0)
+            max_sweep_seconds=checked.optional(
+                v["max_sweep_seconds"], partial(_number, "max_sweep_seconds", minimum=0.0)
             ),
-            inject_oom_from_batch_size=(
-                None
-                if v["inject_oom_from_batch_size"] is None
-                else _int("inject_oom_from_batch_size", v["inject_oom_from_batch_size"], minimum=1)
+            inject_oom_from_batch_size=checked.optional(
+                v["inject_oom_from_batch_size"], partial(_int, "inject_oom_from_batch_size", minimum=1)
             ),
         )
         parsed.profiled_point()  # validates profile_point against the grid
@@ -132,18 +128,11 @@ class ForwardOptions:
 
     def points(self) -> Iterator[Point]:
         """The grid in running order: sequence lengths as given, batch sizes ascending."""
-        for seq_len in self.seq_lengths:
-            for batch_size in sorted(self.batch_sizes):
-                yield Point(batch_size, seq_len)
+        return checked.grid(Point, self.seq_lengths, self.batch_sizes)
 
     def profiled_point(self) -> Point | None:
         """The point named by ``profile_point`` (``"bs=8,seq=128"``), or ``None``."""
-        if self.profile_point is None:
-            return None
-        point = Point(*checked.grid_point(TASK, self.profile_point, ("bs", "seq")))
-        if point not in set(self.points()):
-            raise UserInputError(f"{TASK} profile_point={self.profile_point!r} is not a point of the sweep")
-        return point
+        return checked.named_point(TASK, self.profile_point, ("bs", "seq"), self.points())
 
     def measurement_options(self) -> dict:
         """The options that change how a point is measured (they go into the point's key); the

@@ -27,6 +27,7 @@ from lm_eval_perf.tasks.forward.options import TASK, ForwardOptions, Point, poin
 from lm_eval_perf.tasks.forward.table import best_by_length, best_lines, render
 from lm_eval_perf.tasks.sweeps.identity import model_identity
 from lm_eval_perf.tasks.sweeps.loop import Sweep, log, run_sweep
+from lm_eval_perf.tasks.sweeps.summary import Summary
 
 PROFILE_FOLDER = "perf_forward_profile"
 SCHEMA = "lm-eval-perf/forward/1"
@@ -37,28 +38,19 @@ def parse_options(options: dict) -> ForwardOptions:
     return ForwardOptions.from_mapping(options, ignore=model_arg_names())
 
 
-def _summary(records: Sequence[dict]) -> tuple[dict[str, float], dict[str, bool]]:
-    values: dict[str, float] = {}
-    higher: dict[str, bool] = {}
-
-    def put(name: str, value, higher_is_better: bool) -> None:
-        if value is not None:
-            values[name] = float(value)
-            higher[name] = higher_is_better
-
+def _summary(records: Sequence[dict]) -> Summary:
+    summary = Summary()
     for r in records:
         if r["status"] == "ok":
             label = Point(r["key"]["batch_size"], r["key"]["seq_len"]).label
-            put(f"samples_per_s@{label}", r["samples_per_s"], True)
-            put(f"latency_per_sample_p50_s@{label}", r["latency_per_sample_s"]["p50"], False)
-            put(f"mfu@{label}", r["mfu"], True)
+            summary.put(f"samples_per_s@{label}", r["samples_per_s"], True)
+            summary.put(f"latency_per_sample_p50_s@{label}", r["latency_per_sample_s"]["p50"], False)
+            summary.put(f"mfu@{label}", r["mfu"], True)
     for seq, r in best_by_length(records).items():
-        put(f"best_samples_per_s@seq{seq}", r["samples_per_s"], True)
-        put(f"best_batch_size@seq{seq}", r["key"]["batch_size"], True)
-    put("points_ok", sum(r["status"] == "ok" for r in records), True)
-    put("points_oom", sum(r["status"] == "oom" for r in records), False)
-    put("points_skipped", sum(r["status"] == "skipped_after_oom" for r in records), False)
-    return values, higher
+        summary.put(f"best_samples_per_s@seq{seq}", r["samples_per_s"], True)
+        summary.put(f"best_batch_size@seq{seq}", r["key"]["batch_size"], True)
+    summary.count_points(records)
+    return summary
 
 
 def _describe(record: dict) -> str:
@@ -89,10 +81,4 @@ def run(lm, options: dict) -> dict:
     print(render(done.records))
     for line in best_lines(done.records):
         log(TASK, line)
-    values, higher = _summary(done.records)
-    return {
-        "metrics": values,
-        "higher_is_better": higher,
-        "artifacts": {FORWARD.key: str(done.path)},
-        "not_run": done.not_run,
-    }
+    return _summary(done.records).result(FORWARD.key, done)

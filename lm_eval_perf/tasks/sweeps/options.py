@@ -10,10 +10,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from lm_eval_perf.errors import UserInputError
+
+T = TypeVar("T")
+P = TypeVar("P")
 
 
 def check_names(
@@ -69,15 +72,35 @@ def choice(task: str, name: str, value: Any, allowed: tuple) -> Any:
     return value
 
 
-def grid_point(task: str, text: str, axes: tuple[str, str]) -> tuple[int, int]:
-    """The two integers of a point written ``"bs=8,seq=128"`` (``axes = ("bs", "seq")``)."""
+def optional(value: Any, parse: Callable[[Any], T]) -> T | None:
+    """``parse(value)``, or ``None`` for an option left unset."""
+    return None if value is None else parse(value)
+
+
+def grid(point: Callable[[int, int], P], lengths: Iterable[int], batch_sizes: Iterable[int]) -> Iterator[P]:
+    """A sweep's points in running order: lengths as given, batch sizes ascending at each (so the
+    batch sizes above one that ran out of memory can be skipped)."""
+    for length in lengths:
+        for batch_size in sorted(batch_sizes):
+            yield point(batch_size, length)
+
+
+def named_point(task: str, text: str | None, axes: tuple[str, str], points: Iterable[P]) -> P | None:
+    """The point of ``points`` that ``text`` names (``"bs=8,seq=128"`` with ``axes = ("bs", "seq")``;
+    ``profile_point``), or ``None`` without a name; one-line error for a malformed or unknown point."""
+    if text is None:
+        return None
     parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if "=" in p)
     try:
-        return int(parts[axes[0]]), int(parts[axes[1]])
+        wanted = int(parts[axes[0]]), int(parts[axes[1]])
     except (KeyError, ValueError):
         raise UserInputError(
             f"{task} option profile_point={text!r}: write it as '{axes[0]}=<batch size>,{axes[1]}=<tokens>'"
         ) from None
+    for point in points:
+        if (point.batch_size, point.length) == wanted:  # type: ignore[attr-defined]
+            return point
+    raise UserInputError(f"{task} profile_point={text!r} is not a point of the sweep")
 
 
 def digest(data: Any) -> str:

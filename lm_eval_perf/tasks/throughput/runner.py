@@ -21,6 +21,7 @@ from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.tasks.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.sweeps.identity import model_identity
 from lm_eval_perf.tasks.sweeps.loop import Sweep, run_sweep
+from lm_eval_perf.tasks.sweeps.summary import Summary
 from lm_eval_perf.tasks.throughput.measure import measure_point
 from lm_eval_perf.tasks.throughput.sweep import TASK, Point, SweepOptions, point_key
 from lm_eval_perf.tasks.throughput.table import render
@@ -37,30 +38,21 @@ def parse_options(options: dict) -> SweepOptions:
     return SweepOptions.from_mapping(options, ignore=model_arg_names())
 
 
-def _summary(records: Sequence[dict]) -> tuple[dict[str, float], dict[str, bool]]:
-    values: dict[str, float] = {}
-    higher: dict[str, bool] = {}
-
-    def put(name: str, value, higher_is_better: bool) -> None:
-        if value is not None:
-            values[name] = float(value)
-            higher[name] = higher_is_better
-
+def _summary(records: Sequence[dict]) -> Summary:
+    summary = Summary()
     ok = [r for r in records if r["status"] == "ok"]
     for r in ok:
         label = Point(r["key"]["batch_size"], r["key"]["new_tokens"]).label
-        put(f"decode_tokens_per_s@{label}", r["decode_tokens_per_s"], True)
-        put(f"ttft_p50_s@{label}", r["ttft_s"]["p50"], False)
-        put(f"tpot_p50_s@{label}", r["tpot_s"]["p50"], False)
-        put(f"decode_mbu@{label}", r["decode_mbu"], True)
+        summary.put(f"decode_tokens_per_s@{label}", r["decode_tokens_per_s"], True)
+        summary.put(f"ttft_p50_s@{label}", r["ttft_s"]["p50"], False)
+        summary.put(f"tpot_p50_s@{label}", r["tpot_s"]["p50"], False)
+        summary.put(f"decode_mbu@{label}", r["decode_mbu"], True)
     rates = [r["decode_tokens_per_s"] for r in ok if r["decode_tokens_per_s"] is not None]
-    put("best_decode_tokens_per_s", max(rates) if rates else None, True)
+    summary.put("best_decode_tokens_per_s", max(rates) if rates else None, True)
     batch1 = [r["decode_mbu"] for r in ok if r["key"]["batch_size"] == 1 and r["decode_mbu"] is not None]
-    put("decode_mbu_bs1", sum(batch1) / len(batch1) if batch1 else None, True)
-    put("points_ok", len(ok), True)
-    put("points_oom", sum(r["status"] == "oom" for r in records), False)
-    put("points_skipped", sum(r["status"] == "skipped_after_oom" for r in records), False)
-    return values, higher
+    summary.put("decode_mbu_bs1", sum(batch1) / len(batch1) if batch1 else None, True)
+    summary.count_points(records)
+    return summary
 
 
 def _describe(record: dict) -> str:
@@ -91,10 +83,4 @@ def run(lm, options: dict) -> dict:
     done = run_sweep(lm, sweep, list(opts.points()), opts.max_sweep_seconds)
     print(f"\nperf_throughput ({identity['model']}, {identity['backend']}, {identity['device']})")
     print(render(done.records))
-    values, higher = _summary(done.records)
-    return {
-        "metrics": values,
-        "higher_is_better": higher,
-        "artifacts": {THROUGHPUT.key: str(done.path)},
-        "not_run": done.not_run,
-    }
+    return _summary(done.records).result(THROUGHPUT.key, done)

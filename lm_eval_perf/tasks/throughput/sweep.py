@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Any, ClassVar
 
-from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.tasks.sweeps import options as checked
 from lm_eval_perf.tasks.sweeps.options import digest
 from lm_eval_perf.tasks.sweeps.tokens import PROMPT_SOURCES
@@ -117,15 +116,11 @@ class SweepOptions:
             compile_shapes=_choice("compile_shapes", values["compile_shapes"], COMPILE_SHAPES),
             overhead_threshold=_number("overhead_threshold", values["overhead_threshold"], minimum=0.0),
             profile_point=None if values["profile_point"] is None else str(values["profile_point"]),
-            max_sweep_seconds=(
-                None
-                if values["max_sweep_seconds"] is None
-                else _number("max_sweep_seconds", values["max_sweep_seconds"], minimum=0.0)
+            max_sweep_seconds=checked.optional(
+                values["max_sweep_seconds"], partial(_number, "max_sweep_seconds", minimum=0.0)
             ),
-            inject_oom_from_batch_size=(
-                None
-                if values["inject_oom_from_batch_size"] is None
-                else _int("inject_oom_from_batch_size", values["inject_oom_from_batch_size"], minimum=1)
+            inject_oom_from_batch_size=checked.optional(
+                values["inject_oom_from_batch_size"], partial(_int, "inject_oom_from_batch_size", minimum=1)
             ),
         )
         parsed.profiled_point()  # validates profile_point against the grid
@@ -133,18 +128,11 @@ class SweepOptions:
 
     def points(self) -> Iterator[Point]:
         """The grid in running order: generation lengths as given, batch sizes ascending."""
-        for new_tokens in self.gen_lengths:
-            for batch_size in sorted(self.batch_sizes):
-                yield Point(batch_size, new_tokens)
+        return checked.grid(Point, self.gen_lengths, self.batch_sizes)
 
     def profiled_point(self) -> Point | None:
         """The point named by ``profile_point`` (``"bs=1,gen=128"``), or ``None``."""
-        if self.profile_point is None:
-            return None
-        point = Point(*checked.grid_point(TASK, self.profile_point, ("bs", "gen")))
-        if point not in set(self.points()):
-            raise UserInputError(f"profile_point={self.profile_point!r} is not a point of the sweep")
-        return point
+        return checked.named_point(TASK, self.profile_point, ("bs", "gen"), self.points())
 
     def measurement_options(self) -> dict:
         """The options that change how a point is measured (they go into the point's key)."""
