@@ -167,3 +167,12 @@ def test_bidirectional_window_pairs_match_a_count_of_the_mask(half_window):
         params=0, weight_bytes=0, n_layers=1, layer_windows=(half_window,), bidirectional=True
     )
     assert metrics.attention_pairs(shape, positions) == allowed
+
+
+def test_learned_position_tables_are_gathers_not_multiplies():
+    config = transformers.GPT2Config(
+        vocab_size=1000, n_positions=256, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    shape = _shape(config)
+    assert shape.embedding_params == (1000 + 256) * 64  # wte and wpe: no FLOPs per position
+    assert shape.lm_head_tied and shape.body_params == shape.params - (1000 + 256) * 64

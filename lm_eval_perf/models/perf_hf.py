@@ -174,8 +174,12 @@ class PerfHFLM(HFLM):
         self.load_time_s = time.perf_counter() - started
         self._split_requests_over_processes()
         self.classifier: classifier.Labels | None = None
+        self._classifier_call: ForwardCall | None = None
         if self.is_classifier:
             self.classifier = classifier.Labels.of(self.model.config, label_map)
+            self._classifier_call = ForwardCall(
+                self.model, self.mixed_precision_dtype, last_position_only=False
+            )
             if self.model.config.pad_token_id is None:  # a decoder classifier pools at the last non-pad token
                 self.model.config.pad_token_id = self.tokenizer.pad_token_id
         elif label_map is not None:
@@ -184,7 +188,6 @@ class PerfHFLM(HFLM):
         if self.source is not None and self.source.random_weights:
             self.folded_ids = sources.fold_token_ids(self.model, len(self.tokenizer))
         self._classifier_batch_size: int | None = None
-        self._classifier_call: ForwardCall | None = None
 
         self.monitor_interval = monitor_interval
         self.warmup_batches = warmup_batches
@@ -258,9 +261,10 @@ class PerfHFLM(HFLM):
             super()._create_model(pretrained, dtype=dtype, **kwargs)
         else:
             torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
-            for key in (
+            config_args = (
                 self._extra_args - FROM_PRETRAINED_ARGS
-            ):  # config attributes, as from_pretrained sets them
+            )  # set on the config, as from_pretrained does
+            for key in config_args:
                 setattr(self._config, key, kwargs[key])
             with torch.device(self._device):
                 self._model = self.AUTO_MODEL_CLASS.from_config(self._config, dtype=torch_dtype)
@@ -299,7 +303,7 @@ class PerfHFLM(HFLM):
             return
         tasks = sorted({getattr(r, "task_name", None) or "unknown" for r in requests})
         raise UserInputError(
-            f"{self.source.label if self.source else type(self.model).__name__} is a sequence classifier: "
+            f"{self.model_label} is a sequence classifier: "
             f"it answers multiple-choice (loglikelihood) tasks only, not {kind} ({', '.join(tasks)})"
         )
 
@@ -428,12 +432,8 @@ class PerfHFLM(HFLM):
         """Logits (rows x labels) of the classifier for ``texts``: one timed forward pass, a batch of
         the evaluation."""
         ids, mask = self.classifier_inputs(texts)
-        if self._classifier_call is None:
-            self._classifier_call = ForwardCall(
-                self.model, self.mixed_precision_dtype, last_position_only=False
-            )
         session = self._session
-        assert session is not None  # inside a loglikelihood call
+        assert session is not None and self._classifier_call is not None  # a classifier's loglikelihood call
         start = session.clock.now()
         logits = self._classifier_call(ids, mask)
         session.forward(session.clock.now() - start, int(ids.shape[0]), int(ids.shape[1]))
@@ -501,13 +501,13 @@ class PerfHFLM(HFLM):
             record = efficiency_record(shares, self.shape, self.peaks)
             record["batch_size_probe"] = shares[0].monitor.extra["batch_size_probe"]  # rank 0's
             record["load"] = {
-                "model": self.source.label if self.source else type(self.model).__name__,
+                "model": self.model_label,
                 "random_weights": bool(self.source and self.source.random_weights),
                 "load_time_s": self.load_time_s,
                 "source_time_s": self.source_time_s,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device),
-                "head": self._head_record(),
+                "head": self.head_record(),
                 "token_ids_folded": self.folded_ids,
                 **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
@@ -518,7 +518,12 @@ class PerfHFLM(HFLM):
                 _LAST_RECORDS[:] = [record]
         return self.efficiency
 
-    def _head_record(self) -> dict:
+    @property
+    def model_label(self) -> str:
+        """The model's name in records: ``pretrained=`` as the user spelt it, else its class."""
+        return self.source.label if self.source is not None else type(self.model).__name__
+
+    def head_record(self) -> dict:
         """What the model's output is: a causal LM's vocabulary, or a classifier's labels."""
         if self.classifier is None:
             return {"kind": "causal_lm" if self.backend == "causal" else self.backend}

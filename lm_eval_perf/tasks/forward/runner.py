@@ -63,7 +63,7 @@ def run(lm, options: dict) -> dict:
     inputs = ForwardInputs(lm, opts)
     last_only = lm.classifier is None and opts.logits == "last"
     call = ForwardCall(lm.model, lm.mixed_precision_dtype, last_position_only=last_only)
-    identity = {**model_identity(lm), "head": lm._head_record()["kind"]}
+    identity = {**model_identity(lm), "head": lm.head_record()["kind"]}
     profiled = opts.profiled_point()
 
     def measure(point: Point, monitor, clock) -> dict:

@@ -26,7 +26,7 @@ def _compression(lm) -> str | None:
 def model_identity(lm) -> dict:
     """Model label, dtype, weight bytes, precision, compression and device of the ``perf-hf`` model."""
     return {
-        "model": lm.source.label if lm.source is not None else type(lm.model).__name__,
+        "model": lm.model_label,
         "dtype": str(lm.model.dtype).removeprefix("torch."),
         "weight_bytes": lm.shape.weight_bytes,
         "precision": _precision(lm),

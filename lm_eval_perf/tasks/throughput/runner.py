@@ -65,8 +65,8 @@ def run(lm, options: dict) -> dict:
     opts = parse_options(options)
     if getattr(lm, "classifier", None) is not None:
         raise UserInputError(
-            f"{TASK} generates text, and {lm.source.label if lm.source else 'this model'} is a sequence "
-            "classifier: measure its forward passes with perf_forward"
+            f"{TASK} generates text, and {lm.model_label} is a sequence classifier: "
+            "measure its forward passes with perf_forward"
         )
     identity = {**model_identity(lm), "backend": lm.generation_backend}
     profiled = opts.profiled_point()
