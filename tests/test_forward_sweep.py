@@ -183,6 +183,13 @@ def test_an_encoder_reads_bbh_rows_and_counts_bidirectional_attention(encoder_di
     assert metrics.forward_flops(shape, [16, 16], all_logits=True) == pytest.approx(flops)
 
 
+def test_sequence_lengths_beyond_the_models_positions_are_a_one_line_error(encoder_dir, in_tmp):
+    lm = PerfHFLM(pretrained=str(encoder_dir), device="cpu", print_summary=False)  # 128 positions
+    with pytest.raises(UserInputError, match=r"seq_lengths \[256\] exceed the model's 128 positions"):
+        runner.run(lm, {**FAST, "seq_lengths": [64, 256]})
+    assert not in_tmp.exists()
+
+
 def test_perf_throughput_refuses_a_classifier_in_one_line(classifier, in_tmp):
     with pytest.raises(
         UserInputError, match="sequence classifier: measure its forward passes with perf_forward"

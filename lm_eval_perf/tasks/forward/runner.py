@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.tasks.artifacts import FORWARD
@@ -60,6 +61,9 @@ def _describe(record: dict) -> str:
 def run(lm, options: dict) -> dict:
     """Run (or resume) the sweep on ``lm`` (a ``perf-hf`` model); lm-eval metrics + where the records are."""
     opts = parse_options(options)
+    too_long = [n for n in opts.seq_lengths if n > lm.max_length]
+    if too_long:
+        raise UserInputError(f"{TASK} seq_lengths {too_long} exceed the model's {lm.max_length} positions")
     inputs = ForwardInputs(lm, opts)
     last_only = lm.classifier is None and opts.logits == "last"
     call = ForwardCall(lm.model, lm.mixed_precision_dtype, last_position_only=last_only)
