@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lm_eval_perf.tasks.artifacts import THROUGHPUT
+from lm_eval_perf.records.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.sweeps.store import ResultsFile
 from lm_eval_perf.tasks.throughput import runner
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench._out import save
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ["bfloat16", "float16", "float32", "int4"]

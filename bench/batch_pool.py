@@ -5,6 +5,9 @@ packing small jobs onto one GPU gains, and what the pool costs per job.
     python -m bench.batch_pool --small    # CPU: 4 tiny jobs on 2 workers (same table)
     python -m bench.batch_pool --part packing   # one GPU: SmolLM2 × 3 precisions × (BBH, ESD), packed vs not
     python -m bench.batch_pool --part overhead  # scheduling overhead per job of the local pool
+    python -m bench.batch_pool --part overhead --executor slurm   # ... of Slurm (where sbatch submits)
+    # on a machine without a cluster: the tests' one-node cluster around the same command
+    python tests/slurm_cluster.py -- python -m bench.batch_pool --part overhead --executor slurm
 
 The matrix is real: ``batch_eval.py`` runs perf-hf jobs (a random-weight architecture, the
 ``perf_throughput`` task with a fixed small sweep, so every job takes about the same time) as
@@ -28,11 +31,14 @@ times). ``--small`` (CPU): ``arch:tiny-llama`` in float32 and bfloat16 × (BBH z
 on the cores). BBH is read from ``--bbh-dir`` (default ``$LM_EVAL_PERF_BBH_DIR``, else
 ``../shared/data/bbh`` from the repository root).
 
-``--part overhead``: 40 jobs that do nothing but write their results file, through the local pool
-one at a time (the pool's own Python API, as ``batch_eval.py`` runs it): per job, the seconds from
-the pool's launch to the job's first line (``submit -> start``: process creation and Python
-start-up) and the pool's share of the makespan beyond the jobs' own time, per job. Slurm's submit ->
-start is not measured here (``--executor slurm`` does not exist yet).
+``--part overhead``: jobs that do nothing but write their results file, one at a time, through the
+pool's own Python API (as ``batch_eval.py`` runs it): 40 on the local pool, 10 with ``--executor
+slurm``. Per job, the seconds from submission (the local pool's launch; Slurm: ``sbatch``) to the
+job's first line (``submit -> start``: process creation and Python start-up; on Slurm also scheduling,
+the job's launch on its node and submitit loading the attempt - ``of it to launch``: up to the
+attempt starting the job's process), and the executor's share of the
+makespan beyond the jobs' own time, per job (on Slurm it includes the pool's polling: result files
+every ~2 s).
 
 Full JSON (every job's record) goes to ``$OUT/batch_pool.json`` when ``$OUT`` is set.
 """
@@ -51,9 +57,9 @@ from pathlib import Path
 
 from bench._out import save
 from lm_eval_perf.batch.gpus import detect
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.bbh import default_directory
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
+from lm_eval_perf.records.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,45 +300,79 @@ with open(os.path.join(out, "results_noop.json"), "w") as f:
 """
 
 
-def overhead(args: argparse.Namespace, jobs: int = 40) -> dict:
-    """Scheduling overhead per job of the local pool, one job at a time (CPU; no model)."""
+def overhead_pool(args: argparse.Namespace, layout: Layout):
+    """The executor ``--part overhead`` measures: the local pool on the CPU, or Slurm, one job at a time."""
+    if args.executor == "slurm":
+        from lm_eval_perf.batch.config import SlurmSpec
+        from lm_eval_perf.batch.slurm import SlurmPool
+
+        return SlurmPool(layout, SlurmSpec(partition=args.partition, cpus_per_job=1), workers=1)
     from lm_eval_perf.batch.local import LocalPool
+
+    return LocalPool(layout, None, 1)
+
+
+def overhead(args: argparse.Namespace) -> dict:
+    """Scheduling overhead per job, one job at a time (CPU; no model)."""
     from lm_eval_perf.batch.matrix import Job
     from lm_eval_perf.batch.progress import Progress
     from lm_eval_perf.batch.scheduler import plan, prepare, run
     from lm_eval_perf.batch.store import JobStore, locked
 
+    slurm = args.executor == "slurm"
+    jobs = 10 if slurm else 40
     program = (sys.executable, "-c", OVERHEAD_JOB)
     batch_jobs = [
-        Job(f"m{i}/p/t", f"m{i}", "noop", None, None, "noop", "t", program=program) for i in range(jobs)
+        Job(f"m{i}/p/t", f"m{i}", "noop", None, None, "noop", "t", program=program, timeout_s=300)
+        for i in range(jobs)
     ]
-    with tempfile.TemporaryDirectory(prefix="batch_overhead_") as tmp:
+    # Slurm's nodes must see the folder: a temporary one in the current folder, not the node's /tmp
+    with tempfile.TemporaryDirectory(prefix="batch_overhead_", dir=Path.cwd() if slurm else None) as tmp:
         layout = Layout(Path(tmp))
         with locked(layout):
             store = JobStore(layout)
-            prepare(plan(batch_jobs, store, layout, False), store, layout)
+            pool = overhead_pool(args, layout)
+            todo = plan(batch_jobs, store, layout, False)
+            prepare(todo, store, layout, pool.attach(todo.run, store))
             started = time.time()
-            run(batch_jobs, store, LocalPool(layout, None, 1), 0, Progress(jobs, enabled=False))
+            run(batch_jobs, store, pool, 0, Progress(jobs, enabled=False))
             ended = time.time()
+        assert all(store.status(j.key) == "done" for j in batch_jobs), store.jobs
         inside = [
             json.loads((layout.result_dir(j.key) / "results_noop.json").read_text()) for j in batch_jobs
         ]
-        launch_to_start = [r["start"] - store.get(j.key)["started_at"] for j, r in zip(batch_jobs, inside)]
+        records = [store.get(j.key) for j in batch_jobs]
+    # submit: sbatch (Slurm) or the pool's launch (local); start: the job's first line
+    submitted = [r.get("slurm_submitted_at") or r["started_at"] for r in records]
+    submit_to_start = sorted(i["start"] - t for i, t in zip(inside, submitted))
+    to_launch = sorted(r["started_at"] - t for r, t in zip(records, submitted))  # Slurm's part (local: 0)
     own = sum(r["end"] - r["start"] for r in inside)
     per_job = (ended - started - own) / jobs
     row = {
+        "executor": pool.description,
         "jobs": jobs,
-        "submit_to_start_s_median": sorted(launch_to_start)[jobs // 2],
+        "submit_to_start_s_median": submit_to_start[jobs // 2],
+        "submit_to_start_s_max": submit_to_start[-1],
+        "submit_to_attempt_launch_s_median": to_launch[jobs // 2],
         "pool_overhead_per_job_s": per_job,
     }
     print(
         markdown_table(
-            ["executor", "jobs", "submit -> start s (median)", "overhead per job s"],
+            [
+                "executor, one job at a time",
+                "jobs",
+                "submit -> start s (median)",
+                "max",
+                "of it to launch s",
+                "overhead/job s",
+            ],
             [
                 [
-                    "local pool, 1 at a time",
+                    pool.description,
                     fmt(jobs),
                     fmt(row["submit_to_start_s_median"], 3),
+                    fmt(row["submit_to_start_s_max"], 3),
+                    fmt(row["submit_to_attempt_launch_s_median"], 3),
                     fmt(per_job, 3),
                 ]
             ],
@@ -348,6 +388,10 @@ def main() -> None:
     parser.add_argument(
         "--part", choices=("utilization", "packing", "overhead"), action="append", help="default: all three"
     )
+    parser.add_argument(
+        "--executor", choices=("local", "slurm"), default="local", help="--part overhead: whose overhead"
+    )
+    parser.add_argument("--partition", help="--executor slurm: the partition (default: the cluster's)")
     parser.add_argument(
         "--bbh-dir",
         default=default_directory(),

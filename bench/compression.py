@@ -23,7 +23,7 @@ import torch
 from bench._decode import MODES, decode, device_report, free, load
 from bench._out import save
 from lm_eval_perf.models.compress.svd import SOLVERS, low_rank_factors, rank_for_ratio, select_targets
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 
 
 def solver_comparison(args, device: str) -> list[dict]:

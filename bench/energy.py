@@ -23,7 +23,7 @@ import torch
 from bench._models import random_model
 from bench._out import save
 from lm_eval_perf.monitor import PerformanceMonitor
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.records.console import fmt
 
 
 def generate_for(model, seconds: float, batch: int, new_tokens: int, device: str) -> int:

@@ -75,7 +75,7 @@ from torch import nn
 from bench._checkpoint import write_checkpoint
 from bench._models import random_model
 from bench._out import save
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.tasks.esd import powerlaw, spectrum
 from lm_eval_perf.tasks.esd.checkpoint import build_skeleton, open_checkpoint
 from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze, eigenvalues

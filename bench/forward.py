@@ -47,7 +47,7 @@ from bench.overhead import median_interval
 from lm_eval_perf.models import classifier
 from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.models.perf_hf import PerfHFLM
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 from lm_eval_perf.tasks.forward import runner
 from lm_eval_perf.tasks.sweeps.oom import release_memory
 from lm_eval_perf.tasks.sweeps.tokens import PASSAGE

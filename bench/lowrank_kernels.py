@@ -44,7 +44,7 @@ from bench._decode import device_report
 from bench._out import save
 from lm_eval_perf.models.compress.svd import rank_for_ratio, row_matvec
 from lm_eval_perf.models.sources import load_architecture
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 
 SHARED_INPUT = (("q", "k", "v"), ("gate", "up"))
 

@@ -36,7 +36,7 @@ import torch
 from bench._models import random_model
 from bench._out import save
 from lm_eval_perf.bbh import default_directory
-from lm_eval_perf.report.console import fmt, render_efficiency
+from lm_eval_perf.records.console import fmt, render_efficiency
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -36,7 +36,7 @@ import torch
 from bench._decode import decode, device_report, free, load
 from bench._out import save
 from lm_eval_perf.bbh import default_directory
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 
 ROWS = {  # short name -> (label, model args)
     "bf16": ("bfloat16", {"precision": "bfloat16"}),

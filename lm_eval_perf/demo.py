@@ -2,14 +2,17 @@
 
 Runs lm-eval's own CLI with ``--model perf-hf --model_args pretrained=bundled:smollm2`` on the
 offline ``leaderboard_bbh_local`` group (a few documents per subtask), so the output is lm-eval's
-accuracy table followed by this project's efficiency table, and the results JSON under ``--output``.
+accuracy table followed by this project's efficiency table, and the results JSON under ``--output``
+(default ``results/demo``), whose path is printed last.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import sys
+from pathlib import Path
 
 from lm_eval_perf.bbh import bbh_directory, default_directory
 from lm_eval_perf.models.bundled import smollm2_gguf
@@ -29,7 +32,11 @@ def main(argv: list[str]) -> int:
     bbh = bbh_directory(args.bbh_dir).resolve()
     from lm_eval_perf.cli import main as cli_main
 
-    return cli_main(
+    # perf-hf prints its efficiency table when the process ends; atexit runs last-registered first,
+    # so a closing line registered now comes after that table.
+    closing: list[str] = []
+    atexit.register(_print_lines, closing)
+    status = cli_main(
         [
             "--model",
             "perf-hf",
@@ -47,6 +54,26 @@ def main(argv: list[str]) -> int:
             "--output_path",
             args.output,
         ]
+    )
+    if status == 0:
+        closing.append(where_written(args.output))
+    return status
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def where_written(output: str) -> str:
+    """The closing line: the results JSON the run wrote, and the command that turns it into tables."""
+    from lm_eval_perf.registration import results_dir
+
+    found = sorted((results_dir() or Path(output)).glob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    written = found[-1].resolve() if found else Path(output).resolve()
+    return (
+        f"\nlm-eval-perf demo: results written to {written}\n"
+        f"tables and plots: lm-eval-perf report --results_dir {output} --output_dir tables/demo"
     )
 
 

@@ -15,7 +15,8 @@ class UserInputError(ValueError):
     """Input the user can fix: a bad model argument, path, config key or value. One line of text."""
 
 
-def _find_user_error(exc: BaseException | None) -> UserInputError | None:
+def find_user_error(exc: BaseException | None) -> UserInputError | None:
+    """``exc`` if it is a :class:`UserInputError`, else the first one it was raised from, else None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserInputError):
@@ -32,7 +33,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    user_error = _find_user_error(exc)
+    user_error = find_user_error(exc)
     if user_error is None:
         _previous_hook(kind, exc, tb)
         return

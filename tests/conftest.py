@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# every efficiency record perf-hf writes in a test (subprocesses too) is checked against the shipped schema
+os.environ.setdefault("LM_EVAL_PERF_VALIDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +87,46 @@ def encoder_dir(tmp_path_factory) -> Path:
     from tests.classifiers import encoder_classifier
 
     return encoder_classifier(tmp_path_factory.mktemp("encoder"), {0: "NEGATIVE", 1: "POSITIVE"})
+
+
+TINY_TASK = """task: batch_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: ["yes", "no"]
+doc_to_target: "{{{{label}}}}"
+metric_list: [{{metric: acc}}]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A folder with the ``batch_tiny`` task (tasks/: a two-document multiple-choice task, scored with
+    ``--limit 1`` so a job's time is mostly lm-eval's start-up) and a 1-layer tiny-llama variant
+    (tiny-1layer.json), for batch_eval matrices."""
+    root = tmp_path_factory.mktemp("batch_tiny")
+    data = root / "tasks" / "tiny.jsonl"
+    data.parent.mkdir()
+    data.write_text(
+        '{"question": "Is the sky blue?", "label": 0}\n{"question": "Is fire cold?", "label": 1}\n'
+    )
+    (root / "tasks" / "batch_tiny.yaml").write_text(TINY_TASK.format(data=data))
+    arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
+    (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
+    return root
+
+
+def bbh_group_yaml(group: str, subsets: list[str]) -> str:
+    """A task group of lm-eval's own ``leaderboard_bbh_<subset>`` tasks reading the local BBH files
+    (what ``leaderboard_bbh_local`` is, for a few subsets): the report's BBH column."""
+    tasks = "".join(
+        f"  - task: leaderboard_bbh_{name}\n    dataset_kwargs: {{bbh_subset: {name}}}\n" for name in subsets
+    )
+    return (
+        f"group: {group}\ncustom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load\ntask:\n{tasks}"
+        "aggregate_metric_list:\n  - metric: acc_norm\n    aggregation: mean\n    weight_by_size: true\n"
+        "metadata:\n  version: 1.0\n"
+    )

@@ -49,6 +49,14 @@ tasks:
         (GOOD.replace("./out", "./afile/out"), "output_dir:"),
         (GOOD + "  - {name: leaderboard_bbh_local, label: bbh}\n", "tasks[1].label: 'bbh' is already used"),
         (
+            GOOD.replace("  - arch:tiny-llama", "  - ./no-such-model"),
+            "models[0].pretrained: local path ./no-such-model (",
+        ),
+        (
+            GOOD.replace("  - arch:tiny-llama", "  - {pretrained: arch:tiny-llama, peft: /no/such/adapter}"),
+            "models[0].peft: local path /no/such/adapter does not exist",
+        ),
+        (
             GOOD.replace("./out", "${NO_SUCH_VAR_X}/out"),
             "output_dir: environment variable NO_SUCH_VAR_X is not set",
         ),
@@ -58,6 +66,13 @@ tasks:
             GOOD.replace("limit: 1,", "limit: 1, gpu_memory_gb: -2,"),
             "tasks[0].gpu_memory_gb: expected GB > 0 or null, got -2",
         ),
+        (GOOD + "slurm: {partiton: gpu}\n", "slurm.partiton: unknown key (did you mean 'partition'?)"),
+        (GOOD + "slurm: {time_limit_min: 0}\n", "slurm.time_limit_min: expected an integer >= 1, got 0"),
+        (GOOD + "slurm: {gpus_per_job: 1}\n", "slurm.gpus_per_job: GPUs per job are the top-level"),
+        (GOOD + "slurm: {sbatch: {job_name: x}}\n", "slurm.sbatch.job_name: set by batch_eval"),
+        (GOOD + "slurm: {sbatch: {mem: 4G}}\n", "slurm.sbatch.mem: use slurm.mem_gb"),
+        (GOOD + "slurm: {sbatch: {exclusive: false}}\n", "slurm.sbatch.exclusive: expected a string"),
+        (GOOD + "slurm: [gpu]\n", "slurm: expected a mapping, got list"),
     ],
     ids=[
         "malformed-yaml",
@@ -68,10 +83,19 @@ tasks:
         "unknown-task",
         "unwritable-output",
         "duplicate-label",
+        "missing-local-model",
+        "missing-local-adapter",
         "unset-env",
         "bad-isolation",
         "no-jobs-per-gpu",
         "negative-memory",
+        "slurm-unknown-key",
+        "slurm-zero-time",
+        "slurm-gpus-key",
+        "slurm-reserved-option",
+        "slurm-option-with-key",
+        "slurm-false-flag",
+        "slurm-not-mapping",
     ],
 )
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):
@@ -119,6 +143,7 @@ tasks:
 
 
 def test_matrix_keys_model_args_and_ratio_folders(tmp_path):
+    (tmp_path / "local" / "ckpt").mkdir(parents=True)  # local paths must exist
     config = load_config(
         write(
             tmp_path / "b.yaml",
@@ -175,6 +200,7 @@ tasks:
 
 
 def test_models_csv_rows_become_models_and_adapters(tmp_path):
+    (tmp_path / "lists" / "adapters" / "lora-r8").mkdir(parents=True)  # local paths must exist
     write(
         tmp_path / "lists" / "models.csv",
         "# ESD study\nmodel,revision,source_model,name\n"
@@ -210,6 +236,8 @@ def test_models_csv_rows_become_models_and_adapters(tmp_path):
         ("revision\nmain\n", "has no 'model' column"),
         ("model\n", "no models listed"),
         ("model,name\nx,a/b\n", "line 2: name: 'a/b' is not a folder name"),
+        ("model\n./gone\n", "line 2: model: local path ./gone ("),
+        ("model,source_model\n./gone,org/base\n", "line 2: model: local path ./gone ("),
     ],
 )
 def test_bad_models_csv_is_a_one_line_error(tmp_path, csv, message):
@@ -288,6 +316,7 @@ def test_task_names_are_checked_against_the_cached_index_and_a_missing_name_rebu
 
 
 def test_streamed_esd_is_one_lm_eval_perf_esd_job_per_model_with_bounded_memory(tmp_path):
+    (tmp_path / "lora").mkdir()  # a local adapter path must exist
     write(tmp_path / "models.csv", "model,revision,source_model,name\norg/base,v1,,\n./lora,,org/base,lora\n")
     config = load_config(
         write(

@@ -22,12 +22,12 @@ from test_batch_scheduler import FakeGpus, ran, run_jobs, sleep_job
 
 from lm_eval_perf.batch.config import load_config
 from lm_eval_perf.batch.gpus import GpuProcess
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.local import GpuPolicy
 from lm_eval_perf.batch.matrix import expand
 from lm_eval_perf.batch.memory import estimate, parameter_count
 from lm_eval_perf.batch.sharing import SharingLog, foreign, identify
 from lm_eval_perf.models.sources import architecture_presets, load_architecture
+from lm_eval_perf.records.layout import Layout
 from lm_eval_perf.tasks.traits import traits
 
 PACKED = GpuPolicy(jobs_per_gpu=4)  # budget: 90 % of the fake GPUs' 80 GB = 72 GB

@@ -1,11 +1,12 @@
 """batch_eval end to end with real lm-eval jobs on tiny random-weight models (CPU).
 
-* a 7-job matrix (6 good, 1 with a bad model path) is SIGKILLed mid-run and run again;
-* an ESD model list (CSV of 2 tiny models and a missing one) runs and resumes;
+* a 7-job matrix (6 good, 1 with a model folder that holds no model) is SIGKILLed mid-run and run
+  again;
+* an ESD model list (CSV of 2 tiny models and an empty folder) runs and resumes;
 * the Ray executor (a local Ray instance) runs a matrix in two steps.
 
-The jobs score a two-document multiple-choice task (``batch_tiny``, written here into an include
-path) with ``--limit 1``, so each job's time is mostly lm-eval's start-up.
+The jobs score a two-document multiple-choice task (``batch_tiny``, the ``tiny`` fixture of conftest.py)
+with ``--limit 1``, so each job's time is mostly lm-eval's start-up.
 """
 
 from __future__ import annotations
@@ -23,35 +24,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lm_eval_perf.batch.layout import Layout
+from lm_eval_perf.records.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TASK = """task: batch_tiny
-dataset_path: json
-dataset_kwargs:
-  data_files: {{test: {data}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: ["yes", "no"]
-doc_to_target: "{{{{label}}}}"
-metric_list: [{{metric: acc}}]
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A folder with the ``batch_tiny`` task (tasks/) and a 1-layer tiny-llama variant (tiny-1layer.json)."""
-    root = tmp_path_factory.mktemp("batch_tiny")
-    data = root / "tasks" / "tiny.jsonl"
-    data.parent.mkdir()
-    data.write_text(
-        '{"question": "Is the sky blue?", "label": 0}\n{"question": "Is fire cold?", "label": 1}\n'
-    )
-    (root / "tasks" / "batch_tiny.yaml").write_text(TINY_TASK.format(data=data))
-    arch = json.loads((REPO / "lm_eval_perf/models/architectures/tiny-llama.json").read_text())
-    (root / "tiny-1layer.json").write_text(json.dumps({**arch, "num_hidden_layers": 1}))
-    return root
 
 
 def batch_command(config: Path) -> list[str]:
@@ -82,6 +57,7 @@ def processes_mentioning(text: str) -> list[int]:
 def killed_and_resumed(tiny, tmp_path_factory) -> SimpleNamespace:
     """Start the matrix, SIGKILL batch_eval.py once 2 jobs are done and others run, run it twice more."""
     root = tmp_path_factory.mktemp("batch_kill")
+    (root / "empty-model").mkdir()  # exists (the config is valid), holds no model (the job fails)
     config = root / "batch.yaml"
     config.write_text(
         f"""
@@ -91,7 +67,7 @@ workers: 2
 models:
   - arch:tiny-llama
   - {{pretrained: "arch:{tiny / "tiny-1layer.json"}", name: tiny-1layer}}
-  - {{pretrained: ./no-such-model, tasks: [a]}}
+  - {{pretrained: ./empty-model, tasks: [a]}}
 tasks:
   - {{name: batch_tiny, label: a, limit: 1}}
   - {{name: batch_tiny, label: b, limit: 1}}
@@ -114,6 +90,7 @@ tasks:
         first.wait()
     after_kill = SimpleNamespace(
         store=json.loads(layout.store.read_text())["jobs"],
+        plan=json.loads(layout.plan.read_text()),
         staging=[p.relative_to(layout.root) for p in (root / "out" / "results").rglob(".*.staging-*")],
         files=files_of(layout.root / "results"),
     )
@@ -133,7 +110,7 @@ tasks:
         files_after_second=files_after_second,
         third=third,
         good=[f"{m}/default/{t}" for m in ("arch_tiny-llama", "tiny-1layer") for t in "abc"],
-        bad="no-such-model/default/a",
+        bad="empty-model/default/a",
     )
 
 
@@ -169,13 +146,27 @@ def test_killed_batch_resumes_without_rewriting_or_duplicating(killed_and_resume
 
 
 @pytest.mark.slow
+def test_the_matrix_plan_gives_every_job_its_state_while_running_and_after(killed_and_resumed):
+    run = killed_and_resumed
+    killed = {job["key"]: job["state"] for job in run.after_kill.plan["jobs"]}
+    assert sorted(killed) == sorted([*run.good, run.bad])  # the whole matrix, run or not
+    assert set(killed.values()) <= {"pending", "running", "done", "failed"}
+    # written with the store: the kill left jobs running and others not started (2 workers, 7 jobs)
+    assert "running" in killed.values() and "pending" in killed.values()
+    done_then = {k for k, v in killed.items() if v == "done"}
+    assert done_then and all(f"{key}/job.json" in run.after_kill.files for key in done_then)
+    final = {job["key"]: job["state"] for job in json.loads(run.layout.plan.read_text())["jobs"]}
+    assert final == {**dict.fromkeys(run.good, "done"), run.bad: "failed"}
+
+
+@pytest.mark.slow
 def test_failed_job_lands_in_failures_file_and_others_finish(killed_and_resumed):
     run = killed_and_resumed
     assert run.second.returncode == 1
     (failure,) = [json.loads(line) for line in run.layout.failures.read_text().splitlines()]
     assert failure["key"] == run.bad
-    assert "model path" in failure["error"] and "does not exist" in failure["error"]
-    assert "does not exist" in failure["tail"] and Path(failure["log"]).is_file()
+    assert "cannot load model" in failure["error"] and "empty-model" in failure["error"]
+    assert "cannot load model" in failure["tail"] and Path(failure["log"]).is_file()
     assert not run.layout.result_dir(run.bad).exists()
     assert "6 of 7 jobs done, 1 failed" in run.second.stdout
 
@@ -192,8 +183,9 @@ def test_rerun_of_a_finished_matrix_runs_nothing(killed_and_resumed):
 def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
     (tmp_path / "models.csv").write_text(
         "model,name\narch:tiny-llama,tiny-llama\n"
-        f"arch:{tiny / 'tiny-1layer.json'},tiny-1layer\n./missing-model,\n"
+        f"arch:{tiny / 'tiny-1layer.json'},tiny-1layer\n./empty-model,\n"
     )
+    (tmp_path / "empty-model").mkdir()  # exists (the config is valid), holds no model (the job fails)
     config = tmp_path / "esd.yaml"
     config.write_text(
         "output_dir: ./out\nworkers: 2\nprecisions: [float32]\n"
@@ -208,7 +200,7 @@ def test_esd_model_list_runs_resumes_and_records_failures(tiny, tmp_path):
         assert len(rows) == 7 * layers + 1  # q, k, v, o, gate, up, down per decoder layer; lm_head
         assert {r["is_adapter"] for r in rows} == {"False"}
     (failure,) = [json.loads(line) for line in layout.failures.read_text().splitlines()]
-    assert failure["key"] == "missing-model/float32/esd" and "does not exist" in failure["error"]
+    assert failure["key"] == "empty-model/float32/esd" and "cannot load model" in failure["error"]
     finished = files_of(layout.root / "results")
     again = subprocess.run(batch_command(config), capture_output=True, text=True)
     assert "3 jobs on local CPU, 2 at a time: 2 done before, 0 to run, 1 failed before" in again.stdout
@@ -248,14 +240,14 @@ def test_ray_executor_runs_and_resumes_a_matrix(tiny, tmp_path):
         ray.shutdown()
 
 
-# The job program of the packed run: the batch child, with the "GPU" the fake inventory handed out
+# The job program of the packed run: lm-eval-perf's CLI, with the "GPU" the fake inventory handed out
 # run on the CPU (this machine's torch has no CUDA).
 ON_CPU = """
 import runpy, sys
 args = sys.argv[1:]
 args[args.index("--device") + 1] = "cpu"
-sys.argv = ["lm_eval_perf.batch.child", *args]
-runpy.run_module("lm_eval_perf.batch.child", run_name="__main__")
+sys.argv = ["lm_eval_perf.cli", *args]
+runpy.run_module("lm_eval_perf.cli", run_name="__main__")
 """
 
 

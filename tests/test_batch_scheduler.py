@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.local import LocalPool
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.progress import Progress
 from lm_eval_perf.batch.scheduler import plan, prepare, run
 from lm_eval_perf.batch.store import JobStore, locked
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import Layout
 
 # argv: key=value options, then --output_path DIR --device cpu|cuda (appended by the runner)
 SLEEP_JOB = r"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -190,6 +191,20 @@ def test_compress_command_output_reloads_to_identical_outputs(tmp_path, tiny_mod
     applied = _load(tiny_model_dir, compressed=str(tmp_path / "factors.safetensors"))
     assert torch.equal(_logits(applied), _logits(reloaded))
     assert applied.plan.record(applied.model)["compression"]["source"] == "state_dict"
+
+
+def test_the_compressed_folder_gets_the_modes_of_new_files_under_the_umask(tmp_path, tiny_model_dir):
+    out = tmp_path / "svd"
+    previous = os.umask(0o027)  # not the usual 022: the modes must follow the umask, not be fixed
+    try:
+        argv = ["compress", "--model", str(tiny_model_dir), "--svd-ratio", "0.5", "--out", str(out)]
+        assert main([*argv, "--device", "cpu"]) == 0
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [out, *out.iterdir()]}
+    assert modes.pop("svd") == 0o750  # mkdtemp's private 0700 was not kept
+    assert modes["model.safetensors"] == 0o640  # safetensors writes 0600
+    assert set(modes.values()) == {0o640}
 
 
 @pytest.mark.slow  # runs the lm_eval CLI

@@ -305,17 +305,18 @@ def test_tf32_setting_is_restored_after_the_gram_matmul():
         torch.set_float32_matmul_precision(before)
 
 
-def test_the_batched_cusolver_path_is_refused_off_the_gpu():
+def test_the_batched_cusolver_path_is_refused_off_the_gpu_and_auto_falls_back_to_torch():
     with pytest.raises(UserInputError, match="CUDA device") as caught:
         analyze(_model(), ESDOptions(eig_solver="cusolver_batched"))
     assert "\n" not in str(caught.value)
+    assert analyze(_model()).rows == analyze(_model(), ESDOptions(eig_solver="torch")).rows
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuSOLVER's XsyevBatched needs a CUDA GPU")
 @pytest.mark.parametrize("eig_dtype", ["float64", "float32"])
 def test_the_batched_cusolver_path_gives_the_default_paths_rows(eig_dtype):
     model = _model().cuda()
-    default = analyze(model, ESDOptions(eig_dtype=eig_dtype)).rows
+    default = analyze(model, ESDOptions(eig_dtype=eig_dtype, eig_solver="torch")).rows
     batched = analyze(model, ESDOptions(eig_dtype=eig_dtype, eig_solver="cusolver_batched")).rows
     rel = 1e-9 if eig_dtype == "float64" else 1e-4
     for a, b in zip(batched, default):

@@ -272,7 +272,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_model_list_runs_as_streamed_jobs_merges_tables_and_resumes(tmp_path):
-    from lm_eval_perf.batch.layout import Layout
+    from lm_eval_perf.records.layout import Layout
 
     save_tiny(tmp_path / "one", layers=1)
     save_tiny(tmp_path / "two", layers=2)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.tasks.artifacts import ESD_LAYERS
+from lm_eval_perf.records.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import runner
 from lm_eval_perf.tasks.esd.estimator import COLUMNS
 from lm_eval_perf.tasks.esd.records import IDENTITY_COLUMNS

@@ -17,7 +17,7 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.monitor import metrics
-from lm_eval_perf.tasks.artifacts import FORWARD
+from lm_eval_perf.records.artifacts import FORWARD
 from lm_eval_perf.tasks.forward import runner
 from lm_eval_perf.tasks.forward.options import ForwardOptions
 from lm_eval_perf.tasks.throughput import runner as throughput

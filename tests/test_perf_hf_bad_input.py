@@ -62,7 +62,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def test_bad_model_args_fail_with_one_line(tmp_path, bbh_dir, model_args, fragments):
     proc = lm_eval(model_args, str(tmp_path / "out"), bbh_dir)
     assert_one_line_error(proc, *fragments)
-    assert not list(tmp_path.rglob("results_*.json"))
+    assert list(tmp_path.iterdir()) == []  # not even an empty output folder
+
+
+def test_a_folder_that_holds_no_model_is_one_line(tmp_path, bbh_dir):
+    (tmp_path / "empty").mkdir()
+    proc = lm_eval(f"pretrained={tmp_path / 'empty'}", str(tmp_path / "out"), bbh_dir)
+    assert_one_line_error(proc, f"cannot load model {tmp_path / 'empty'}: ", "config.json")
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"]
 
 
 def test_unwritable_output_path_fails_before_evaluating(tmp_path, bbh_dir):
@@ -73,9 +80,11 @@ def test_unwritable_output_path_fails_before_evaluating(tmp_path, bbh_dir):
     assert "Running loglikelihood requests" not in proc.stderr
 
 
-def test_missing_bbh_directory_is_one_line(tmp_path):
+def test_missing_bbh_directory_is_one_line_before_the_model_loads(tmp_path):
     proc = lm_eval("pretrained=arch:tiny-llama,dtype=float32", str(tmp_path / "out"), tmp_path / "nope")
     assert_one_line_error(proc, "BBH directory", "does not exist")
+    assert "Initializing perf-hf model" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_library_callers_get_an_ordinary_value_error():

@@ -247,3 +247,54 @@ def test_quantize_lm_head_is_recorded_and_refused_for_casts():
         with pytest.raises(UserInputError) as error:
             _load(quantize_lm_head="true", **args)
         assert "\n" not in str(error.value) and "quantize_lm_head" in str(error.value)
+
+
+def _quantize(tmp_path, model, bbh_dir, *extra: str) -> subprocess.CompletedProcess:
+    argv = ["quantize", "--method", "awq", "--model", str(model), "--out", str(tmp_path / "awq")]
+    argv += ["--bbh-dir", str(bbh_dir), "--samples", "2", "--seq-len", "32", "--device", "cpu", *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "lm_eval_perf.cli", *argv], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_quantize_picks_the_largest_group_size_dividing_every_layer_and_says_which(
+    tmp_path, tiny_model_dir, bbh_dir
+):
+    assert TINY["hidden_size"] == 64  # 128 does not divide it: the default must not be 128
+    done = _quantize(tmp_path, tiny_model_dir, bbh_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "group size 64: the largest of 128, 64, 32 dividing every layer's in_features" in done.stdout
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "awq").quantization_config
+    assert config["group_size"] == 64
+    mode = 0o666 & ~_umask()  # what any new file gets, not safetensors' private 0600
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "awq").iterdir()}[
+        "model.safetensors"
+    ] == mode
+
+
+def test_a_group_size_that_does_not_divide_a_layer_is_one_line_before_loading(
+    tmp_path, tiny_model_dir, bbh_dir
+):
+    done = _quantize(tmp_path, tiny_model_dir, bbh_dir, "--group-size", "128")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "lm-eval-perf: error: --group-size 128 does not divide in_features 64 of "
+        "model.layers.0.self_attn.q_proj; --group-size 64 divides every layer's"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _umask() -> int:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_smollm2_s_layers_take_group_size_64_the_command_chooses_it_without_loading(smollm2_dir):
+    from lm_eval_perf.models.quant.cli import choose_group_size, quantized_in_features
+
+    features = quantized_in_features(str(smollm2_dir))  # a meta-device skeleton: no weights read
+    assert set(features.values()) == {576, 1536} and len(features) == 7 * 30  # hidden 576: 128 cannot
+    assert choose_group_size(features, None) == 64

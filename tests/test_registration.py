@@ -75,3 +75,32 @@ def test_console_script_runs_lm_eval_with_the_plugins_loaded(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "leaderboard_bbh_local" in proc.stdout
+
+
+CUSTOM_DATA_TASK = """task: custom_data_task
+custom_dataset: !function custom_data.load
+output_type: loglikelihood_rolling
+test_split: test
+doc_to_text: ""
+doc_to_target: "{{text}}"
+metric_list: [{metric: word_perplexity}]
+"""
+CUSTOM_DATA = """import datasets
+
+
+def load(**_metadata):
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list([{"text": "a b c"}])})
+"""
+
+
+def test_lm_evals_custom_kwargs_notice_is_dropped_for_our_tasks_only(tmp_path, caplog):
+    """lm-eval logs it for every task with a custom_dataset function: 24 times per BBH run."""
+    from lm_eval.tasks import TaskManager
+
+    (tmp_path / "custom_data_task.yaml").write_text(CUSTOM_DATA_TASK)
+    (tmp_path / "custom_data.py").write_text(CUSTOM_DATA)
+    manager = TaskManager(include_path=str(tmp_path), metadata={"bbh_dir": "unused"})
+    with caplog.at_level("WARNING"):
+        manager.load(["perplexity_local", "custom_data_task"])
+    notices = [r.getMessage() for r in caplog.records if "Custom kwargs can be passed" in r.getMessage()]
+    assert [n.split(":")[0] for n in notices] == ["custom_data_task"]  # a task of someone else keeps it

@@ -57,3 +57,13 @@ def test_a_template_of_unknown_kind_is_a_one_line_error(tmp_path):
         "--results_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--template", str(template)
     )
     _one_line_error(done, "table.docx", "*.tex")
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "results_2025.json").write_text('{"results": {"x": {"acc,none": 0.5}}}')
+    before = sorted(tmp_path.rglob("*"))
+    too_long = tmp_path / "tables" / ("x" * 300)  # a name longer than the file system allows
+    done = _run("--results_dir", str(tmp_path / "results"), "--output_dir", str(too_long))
+    _one_line_error(done, "--output_dir", "is not writable: File name too long")
+    assert sorted(tmp_path.rglob("*")) == before  # not even tables/

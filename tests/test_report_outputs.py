@@ -3,8 +3,8 @@
 The module fixture runs, at the same time:
 
 * batch_eval: ``arch:tiny-llama`` in bfloat16 and float32 on ``study`` (a group written here: two
-  local BBH subtasks, perplexity_local, a 2x2 throughput sweep and ESD), plus a model path that
-  does not exist (a failed job in failures.jsonl);
+  local BBH subtasks, perplexity_local, a 2x2 throughput sweep and ESD), plus a model folder that
+  holds no model (a failed job in failures.jsonl, a missing cell of the matrix plan);
 * lm_eval: the same model SVD-compressed to ratio 0.5 on the BBH subset, the sweep and ESD (a ratio
   sweep with the batch's bfloat16 row; its perplexity cell is missing) and perplexity_local in
   bfloat16 again (a second run of a batch cell: newest wins);
@@ -26,9 +26,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import bbh_group_yaml
 
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.cli import process
-from lm_eval_perf.report.console import fmt
 from lm_eval_perf.report.esd import read_layers
 from lm_eval_perf.report.mcr import mcr_from_files
 
@@ -42,20 +43,7 @@ SWEEP = {
     "min_seconds": 0,
     "warmup_iterations": 0,
 }
-BBH_MINI = """group: leaderboard_bbh_mini
-custom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load
-task:
-  - task: leaderboard_bbh_boolean_expressions
-    dataset_kwargs: {bbh_subset: boolean_expressions}
-  - task: leaderboard_bbh_navigate
-    dataset_kwargs: {bbh_subset: navigate}
-aggregate_metric_list:
-  - metric: acc_norm
-    aggregation: mean
-    weight_by_size: true
-metadata:
-  version: 1.0
-"""
+BBH_MINI = bbh_group_yaml("leaderboard_bbh_mini", ["boolean_expressions", "navigate"])
 BATCH_BF16 = Path("batch/results/arch_tiny-llama/bfloat16/study")  # batch_eval's result folder of a job
 SVD_TASKS = ("leaderboard_bbh_mini", "perf_throughput", "esd")
 STUDY = """group: study
@@ -101,11 +89,12 @@ def study(tmp_path_factory, bbh_dir) -> SimpleNamespace:
         "include_path": str(include),
         "models": [
             {"pretrained": "arch:tiny-llama", "precisions": ["bfloat16", "float32"]},
-            {"pretrained": "./no-such-model", "precisions": ["bfloat16"]},
+            {"pretrained": "./empty-model", "precisions": ["bfloat16"]},
         ],
         "tasks": [{"name": "study", "limit": 1, "batch_size": "8", "metadata": metadata}],
     }
     (root / "batch.yaml").write_text(json.dumps(config))  # JSON is YAML
+    (root / "empty-model").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     direct = results / "direct"
     tiny = "pretrained=arch:tiny-llama,precision="
@@ -212,16 +201,20 @@ def test_every_number_in_the_tidy_csv_equals_the_source_json(study):
     }
     for row in wide:
         key = (row["model"], row["precision"], row["ratio"])
-        assert row["BBH (acc_norm)"] == primary.get((*key, "BBH"), "")
-        assert row["perplexity_local (word_perplexity)"] == primary.get((*key, "perplexity_local"), "")
+        assert row["BBH (acc_norm; 3-shot, limit 1)"] == primary.get((*key, "BBH"), "")
+        ppl = primary.get((*key, "perplexity_local"), "")
+        assert row["perplexity_local (word_perplexity; 0-shot, limit 1)"] == ppl
+
+
+def _lines_of_cells(text: str) -> list[list[str]]:
+    return [line.rstrip(" \\").split(" & ") for line in text.splitlines() if line.endswith(r"\\")]
 
 
 def _latex_table(tex: str, label: str) -> tuple[list[str], list[list[str]]]:
     """Header labels and body rows (cells) of the tabular after ``\\label{tab:<label>}``."""
     body = tex.split(rf"\label{{tab:{label}}}")[1].split(r"\bottomrule")[0]
-    lines = [line.rstrip(" \\") for line in body.splitlines() if line.endswith(r"\\")]
-    header, rows = lines[0].split(" & "), [line.split(" & ") for line in lines[2:]]
-    return header, rows
+    head, _, rest = body.partition(r"\midrule")
+    return _lines_of_cells(head)[0], _lines_of_cells(rest)
 
 
 def test_the_bold_cell_of_each_accuracy_column_is_its_best_value(study):
@@ -294,8 +287,10 @@ def test_corrupt_files_failed_jobs_and_missing_cells_are_listed(study):
     assert re.search(rf"{re.escape(broken)}: corrupt or truncated JSON", report) and broken in html
     sweep = str(study.sweep.relative_to(study.results))
     assert re.search(rf"{re.escape(sweep)}: line \d+: corrupt or truncated JSON", report)
-    assert re.search(r"no-such-model / bfloat16 / study: exit status 1: .*does not exist", report)
-    assert "arch_tiny-llama / bfloat16 r=0.5: perplexity_local" in report  # not run at ratio 0.5
+    assert re.search(r"empty-model / bfloat16 / study: exit status 2: .*cannot load model", report)
+    missing = report.split("MISSING CELLS (1;")[1].split("NOTES")[0]  # the matrix plan's job without a result
+    assert "empty-model / bfloat16 / study: failed" in missing
+    assert "perplexity_local" not in missing  # never planned at ratio 0.5 (a direct lm_eval run): not missing
 
 
 def test_sweep_statistics_come_from_the_sweep_records(study):

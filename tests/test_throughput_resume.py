@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lm_eval_perf.tasks.artifacts import THROUGHPUT
+from lm_eval_perf.records.artifacts import THROUGHPUT
 
 POINTS = 6  # 2 batch sizes x 3 generation lengths
 OPTIONS = {

@@ -12,7 +12,7 @@ from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.monitor.clock import Clock
-from lm_eval_perf.tasks.artifacts import THROUGHPUT
+from lm_eval_perf.records.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.throughput import generation, runner
 from lm_eval_perf.tasks.throughput.prompts import prompt_ids
 from lm_eval_perf.tasks.throughput.sweep import SweepOptions

@@ -5,8 +5,10 @@
     python batch_eval.py --config ... --only task=bbh --only precision=bfloat16
     python batch_eval.py --config ... --retry-failed                   # run failed jobs again too
     python batch_eval.py --config ... --executor ray --ray-address auto
+    python batch_eval.py --config ... --executor slurm                 # sbatch jobs (config's slurm:)
 
-Rerunning the same command resumes: finished jobs are skipped, interrupted ones run again. Exit
+Rerunning the same command resumes: finished jobs are skipped, interrupted ones run again (on Slurm,
+jobs still queued or running are waited for, not submitted again). Exit
 status: 0 when every job of the (filtered) matrix is done, 1 when any failed, 2 for bad input
 (one line on stderr, nothing written), 130 when interrupted.
 """
@@ -20,15 +22,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.batch.config import EXECUTORS, BatchConfig, load_config
 from lm_eval_perf.batch.gpus import DEFAULT_FREE_MIB
-from lm_eval_perf.batch.layout import Layout, check_writable
 from lm_eval_perf.batch.matrix import Job, expand, select
 from lm_eval_perf.batch.progress import Progress, matrix_table, summary_table
-from lm_eval_perf.batch.scheduler import Executor, plan, prepare, run
+from lm_eval_perf.batch.scheduler import Executor, Plan, plan, prepare, run
 from lm_eval_perf.batch.store import JobStore, locked
 from lm_eval_perf.batch.task_names import check_task_names
 from lm_eval_perf.errors import UserInputError, install_excepthook, one_line
+from lm_eval_perf.records.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,12 @@ class Options:
 
 
 def make_executor(config: BatchConfig, gpu_free_mib: float = DEFAULT_FREE_MIB) -> Executor:
-    """The config's executor: the local pool over this machine's GPUs (or CPU), or a Ray cluster."""
+    """The config's executor: the local pool over this machine's GPUs (or CPU), a Ray cluster, or Slurm."""
     layout = Layout(config.output_dir)
+    if config.executor == "slurm":
+        from lm_eval_perf.batch.slurm import SlurmPool
+
+        return SlurmPool(layout, config.slurm, config.workers)
     if config.executor == "ray":
         from lm_eval_perf.batch.ray_pool import RayPool
 
@@ -60,31 +67,40 @@ def make_executor(config: BatchConfig, gpu_free_mib: float = DEFAULT_FREE_MIB) -
 def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:
     """Run (or with ``dry_run`` list) the matrix of ``config``; the exit status."""
     layout = Layout(config.output_dir)
-    check_writable(layout.root)
-    jobs = select(expand(config, executor.on_gpu), options.only)
+    check_writable(layout.root, "output_dir")
+    matrix = expand(config, executor.on_gpu)
+    jobs = select(matrix, options.only)
     if not jobs:
         raise UserInputError(f"--only {' '.join(options.only)}: no job of the matrix matches")
     executor.check(jobs)
-    todo = plan(jobs, JobStore(layout), layout, options.retry_failed)
+    store = JobStore(layout)
+    todo = plan(jobs, store, layout, options.retry_failed)
     where = {t.name: f"{t.where}.name" for t in config.tasks}
     check_task_names({j.task: where[j.task] for j in todo.run}, config.include_path)
     if options.dry_run:
+        attached = _attach(executor, todo, store)
         states = {j.key: "done" for j in todo.done} | {j.key: "failed" for j in todo.failed}
         states |= {j.key: "done (other settings)" for j in todo.changed}
         print(matrix_table(jobs, states | {k: f"run ({why})" for k, why in todo.reasons.items()}))
         print(_counts(jobs, todo, executor))
+        submissions = executor.dry_run([j for j in todo.run if j.key not in attached])
+        if submissions:
+            print(submissions)
         return 0
     with locked(layout):
         store = JobStore(layout)
+        store.set_matrix(config.source, [job.identity() for job in matrix])
         todo = plan(jobs, store, layout, options.retry_failed)
-        prepare(todo, store, layout)
+        attached = _attach(executor, todo, store)
+        prepare(todo, store, layout, attached)
         print(_counts(jobs, todo, executor), flush=True)
         if todo.changed:
             print(
                 f"note: {len(todo.changed)} finished jobs ran with other settings than the config asks now "
                 f"(e.g. {todo.changed[0].key}); delete their result folders to run them again"
             )
-        run(todo.run, store, executor, config.retries, Progress(len(todo.run), options.progress))
+        progress = Progress(len(todo.run), options.progress)
+        run(todo.run, store, executor, config.retries, progress, attached)
         merged = _esd_tables(jobs, store, layout)
     print(summary_table(jobs, store))
     if merged:
@@ -111,6 +127,13 @@ def _esd_tables(jobs: list[Job], store: JobStore, layout: Layout) -> str | None:
     return f"ESD layers of {len(done)} finished esd jobs merged into {layout.root / FOLDER}"
 
 
+def _attach(executor: Executor, todo: Plan, store: JobStore) -> set[str]:
+    """The jobs the executor takes over from an earlier run (Slurm), marked so in ``todo.reasons``."""
+    attached = executor.attach(todo.run, store)
+    todo.reasons |= dict.fromkeys(attached, "still on the cluster, waited for")
+    return attached
+
+
 def _counts(jobs, todo, executor: Executor) -> str:
     reasons = Counter(todo.reasons.values())
     detail = ", ".join(f"{n} {why}" for why, n in reasons.items())
@@ -122,8 +145,7 @@ def _counts(jobs, todo, executor: Executor) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="batch_eval.py",
+    parser = argparse.ArgumentParser(  # prog: from sys.argv[0], see lm_eval_perf.cli
         description="Run models × precisions × ratios × tasks with lm-eval and perf-hf, resumably.",
     )
     parser.add_argument("--config", required=True, help="the batch YAML (see lm_eval_perf/batch/config.py)")
@@ -174,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: running jobs were stopped and will run again next time", file=sys.stderr)
+        print("interrupted: a rerun of the same command resumes", file=sys.stderr)
         return 130
 
 

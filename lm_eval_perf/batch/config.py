@@ -1,9 +1,18 @@
 """The batch config: a YAML file naming models × precisions × compression ratios × tasks.
 
     output_dir: ../results/study        # relative paths are relative to this file's folder
-    executor: local                     # local (GPU pool, default) | ray
+    executor: local                     # local (GPU pool, default) | ray | slurm
     ray_address: auto                   # executor: ray only; auto | local | host:port | ray://...
-    gpus_per_job: 1                     # >1: the model is split over the GPUs (parallelize=True)
+    slurm:                              # executor: slurm only (see lm_eval_perf/batch/slurm.py)
+      partition: gpu                    # --partition (default: the cluster's)
+      account: my-lab                   # --account
+      time_limit_min: 120               # --time of every job (default: the job's timeout + 5 min)
+      mem_gb: 32                        # --mem
+      cpus_per_job: 8                   # --cpus-per-task
+      array_parallelism: 16             # submit job arrays, this many tasks of each running at most
+      sbatch: {qos: high, constraint: h100}  # further sbatch options (--qos=high ...)
+      setup: ["module load cuda"]       # shell lines the job runs first
+    gpus_per_job: 1                     # >1: the model is split over the GPUs (parallelize=True); 0: CPU
     workers: null                       # at most this many jobs at once (default: one per free GPU, 1 on CPU)
     jobs_per_gpu: 1                     # >1: pack jobs onto a GPU while their memory fits the budget
     gpu_memory_budget_gb: null          # per GPU, for packing (default: 90 % of its memory)
@@ -66,11 +75,11 @@ import yaml
 
 from lm_eval_perf.batch.envexpand import expand
 from lm_eval_perf.batch.model_list import read_model_list
-from lm_eval_perf.batch.names import folder_name, local_path, model_name, precision_folder, slug
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.models.precision import validate_precision
+from lm_eval_perf.records.names import folder_name, local_path, model_name, precision_folder, slug
+from lm_eval_perf.records.precisions import validate_precision
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
 ISOLATION = ("warn", "error", "wait")
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 DEFAULT_ISOLATION_WAIT_S = 600.0
@@ -78,6 +87,7 @@ TOP_KEYS = (
     "output_dir",
     "executor",
     "ray_address",
+    "slurm",
     "gpus_per_job",
     "workers",
     "timeout",
@@ -106,6 +116,32 @@ MODEL_KEYS = (
     "gpus_per_job",
     "gpu_memory_gb",
 )
+SLURM_KEYS = (
+    "partition",
+    "account",
+    "time_limit_min",
+    "mem_gb",
+    "cpus_per_job",
+    "array_parallelism",
+    "sbatch",
+    "setup",
+)
+# sbatch options batch_eval sets itself (job name, array, log files, signal), or has a key for
+SBATCH_RESERVED = {
+    "job-name": "set by batch_eval (it finds its jobs by name)",
+    "array": "set by batch_eval (slurm.array_parallelism)",
+    "output": "set by batch_eval (Slurm's log of the job)",
+    "error": "set by batch_eval (Slurm's log of the job)",
+    "open-mode": "set by batch_eval",
+    "signal": "set by submitit",
+    "wrap": "set by batch_eval",
+    "partition": "use slurm.partition",
+    "account": "use slurm.account",
+    "time": "use slurm.time_limit_min",
+    "mem": "use slurm.mem_gb",
+    "cpus-per-task": "use slurm.cpus_per_job",
+    "gpus-per-node": "use gpus_per_job",
+}
 TASK_KEYS = (
     "name",
     "label",
@@ -157,6 +193,20 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class SlurmSpec:
+    """The ``slurm:`` block: what every Slurm job asks for (None: the cluster's default)."""
+
+    partition: str | None = None
+    account: str | None = None
+    time_limit_min: int | None = None  # None: each job's timeout + slurm.GRACE_MIN
+    mem_gb: float | None = None
+    cpus_per_job: int | None = None
+    array_parallelism: int | None = None  # None: one sbatch per job, no arrays
+    sbatch: dict = field(default_factory=dict)  # option name (dashes) -> value; True: a bare flag
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     """A validated batch config (paths absolute)."""
 
@@ -173,6 +223,7 @@ class BatchConfig:
     gpu_memory_budget_gb: float | None = None  # None: GPU_BUDGET_FRACTION of each GPU's memory
     isolation: str = "warn"
     isolation_wait_s: float | None = DEFAULT_ISOLATION_WAIT_S  # None: no limit
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
 
 def load_config(path: str | Path) -> BatchConfig:
@@ -315,6 +366,44 @@ def _path(value: Any, where: str, base: Path) -> Path:
     return (base / Path(_string(value, where)).expanduser()).resolve()
 
 
+def _sbatch_options(value: Any, where: str) -> dict:
+    options = {}
+    for key, item in _mapping(value, where).items():
+        name = str(key).replace("_", "-")
+        if name in SBATCH_RESERVED:
+            raise UserInputError(f"{where}.{key}: {SBATCH_RESERVED[name]}")
+        if item is False or not isinstance(item, (str, int, float)) or item == "":
+            raise UserInputError(f"{where}.{key}: expected a string, a number or true (a flag), got {item!r}")
+        options[name] = item
+    return options
+
+
+def _parse_slurm(raw: Any) -> SlurmSpec:
+    block = _mapping(raw, "slurm")
+    if "gpus_per_job" in block:
+        raise UserInputError(
+            "slurm.gpus_per_job: GPUs per job are the top-level (or a model's) gpus_per_job; 0 runs on CPUs"
+        )
+    _check_keys(block, SLURM_KEYS, "slurm")
+
+    def optional(key: str, parse: Callable[[Any, str], Any]) -> Any:
+        return None if block.get(key) is None else parse(block[key], f"slurm.{key}")
+
+    def at_least_one(value: Any, where: str) -> int:
+        return _integer(value, where, 1)
+
+    return SlurmSpec(
+        partition=optional("partition", _string),
+        account=optional("account", _string),
+        time_limit_min=optional("time_limit_min", at_least_one),
+        mem_gb=optional("mem_gb", _gigabytes),
+        cpus_per_job=optional("cpus_per_job", at_least_one),
+        array_parallelism=optional("array_parallelism", at_least_one),
+        sbatch=_sbatch_options(block.get("sbatch"), "slurm.sbatch"),
+        setup=tuple(_string(line, f"slurm.setup[{i}]") for i, line in enumerate(_list(block.get("setup")))),
+    )
+
+
 def _parse_task(raw: Any, where: str, default_timeout: float | None) -> TaskSpec:
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -399,9 +488,13 @@ def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: 
             )
             for row in read_model_list(csv_path, f"{where}.models_csv")
         ]
-    pretrained = local_path(_string(entry["pretrained"], f"{where}.pretrained"), base)
+    pretrained = local_path(_string(entry["pretrained"], f"{where}.pretrained"), base, f"{where}.pretrained")
     revision = _string(entry["revision"], f"{where}.revision") if "revision" in entry else None
-    peft = local_path(_string(entry["peft"], f"{where}.peft"), base) if "peft" in entry else None
+    peft = (
+        local_path(_string(entry["peft"], f"{where}.peft"), base, f"{where}.peft")
+        if "peft" in entry
+        else None
+    )
     name = (
         folder_name(entry["name"], f"{where}.name")
         if "name" in entry
@@ -473,4 +566,5 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
         gpu_memory_budget_gb=_gigabytes(raw.get("gpu_memory_budget_gb"), "gpu_memory_budget_gb"),
         isolation=isolation,
         isolation_wait_s=_timeout(wait_s, "isolation_wait_s"),
+        slurm=_parse_slurm(raw.get("slurm")),
     )

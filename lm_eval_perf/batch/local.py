@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 
 from lm_eval_perf.batch import runner
 from lm_eval_perf.batch.gpus import GpuProbe, GpuProcess
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.packing import budgets, choose
 from lm_eval_perf.batch.runner import Attempt, Outcome
+from lm_eval_perf.batch.scheduler import Executor
 from lm_eval_perf.batch.sharing import Neighbour, SharingLog, foreign, identify
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class _Running:
     seen: set[int] = field(default_factory=set)  # foreign pids already reported
 
 
-class LocalPool:
+class LocalPool(Executor):
     """Runs jobs on this machine's GPUs (``probe``) or CPU (``probe`` None)."""
 
     def __init__(
@@ -165,9 +166,6 @@ class LocalPool:
         if running.again:
             self._held_since.setdefault(key, time.monotonic())
         threading.Thread(target=runner.terminate, args=(running.attempt,), daemon=True).start()
-
-    def full(self) -> bool:
-        return self.workers is not None and self.active >= self.workers
 
     def try_start(self, job: Job, number: int) -> bool:
         """Start attempt ``number`` of ``job`` if a slot is free now (or fail it at once: isolation)."""

@@ -5,7 +5,7 @@ A job is one lm-eval run of one model in one precision (and compression ratio) o
 under ``<output_dir>/results/``:
 
 * ``<model>`` - the model's ``name:`` (default ``org__name[@revision][+adapter]``, see
-  :func:`lm_eval_perf.batch.names.model_name`);
+  :func:`lm_eval_perf.records.names.model_name`);
 * ``<precision>`` - the ``precision=`` name, ``default`` when the config has no precisions (the
   checkpoint's own dtype), followed by ``@r<ratio>`` for a compressed model (``bfloat16@r0.6``).
   Ratio 1.0 is the untouched model: it gets no suffix and no ``svd_ratio=``, so it shares its folder
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 from lm_eval_perf.batch.config import BatchConfig, ModelSpec, TaskSpec
 from lm_eval_perf.batch.memory import Estimate, estimate
-from lm_eval_perf.batch.names import precision_folder
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.names import precision_folder
 from lm_eval_perf.tasks.options import boolean_option
 from lm_eval_perf.tasks.traits import ESD_BATCH_GIB, traits
 
-# The job's process: lm-eval-perf's CLI behind a guard that ends it with its parent (see child.py).
-CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.batch.child")
+# The job's process: lm-eval-perf's CLI, which ends with its parent (see lm_eval_perf.orphans).
+CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.cli")
 FILTER_KEYS = ("model", "precision", "ratio", "task")
 
 

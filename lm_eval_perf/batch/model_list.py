@@ -21,8 +21,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_perf.batch.names import folder_name, local_path, model_name
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.names import folder_name, local_path, model_name
 
 COLUMNS = ("model", "revision", "source_model", "name")
 
@@ -65,8 +65,13 @@ def read_model_list(path: Path, where: str) -> list[ModelRow]:
         row = {k: v.strip() for k, v in zip(header, cells) if v.strip()}
         if "model" not in row:
             raise UserInputError(f"{where} line {number}: no model")
-        model = local_path(row["model"], path.parent)
-        source = local_path(row["source_model"], path.parent) if "source_model" in row else None
+        at = f"{where} line {number}"
+        model = local_path(row["model"], path.parent, f"{at}: model")
+        source = (
+            local_path(row["source_model"], path.parent, f"{at}: source_model")
+            if "source_model" in row
+            else None
+        )
         name = (
             folder_name(row["name"], f"{where} line {number}: name")
             if "name" in row

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.batch.store import JobStore
-from lm_eval_perf.report.console import markdown_table
+from lm_eval_perf.records.console import markdown_table
 
 
 class Progress:

@@ -32,11 +32,12 @@ from __future__ import annotations
 import time
 
 from lm_eval_perf.batch import runner
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.packing import shares
 from lm_eval_perf.batch.runner import Outcome
+from lm_eval_perf.batch.scheduler import Executor
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import Layout
 
 
 def _import_ray():
@@ -49,7 +50,7 @@ def _import_ray():
     return ray
 
 
-class RayPool:
+class RayPool(Executor):
     """Runs jobs as Ray tasks on the cluster at ``address``."""
 
     def __init__(
@@ -93,12 +94,6 @@ class RayPool:
                 raise UserInputError(
                     f"{job.key}: needs {job.gpus} GPUs per job, the cluster has {self.total_gpus}"
                 )
-
-    def refresh(self) -> None:
-        """Nothing to ask: Ray tracks the cluster's resources itself."""
-
-    def full(self) -> bool:
-        return self.workers is not None and self.active >= self.workers
 
     def try_start(self, job: Job, number: int) -> bool:
         if self.full():

@@ -20,14 +20,14 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.child import PARENT_ENV
-from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.orphans import PARENT_ENV
+from lm_eval_perf.records.layout import JOB_FILE, Layout
 
 TAIL_LINES = 30
 ATTEMPT_MARK = "\n===== attempt "  # starts each attempt's section of the log
@@ -69,6 +69,11 @@ class Outcome:
 
     def record(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> Outcome:
+        """The outcome a job record (``job.json``) holds."""
+        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
 
 
 def launch(
@@ -129,8 +134,8 @@ def wait(attempt: Attempt) -> tuple[int, bool]:
         return attempt.proc.wait(), True
 
 
-def _tail(log: Path, lines: int = TAIL_LINES) -> str:
-    """The last ``lines`` lines of the latest attempt's section of ``log``."""
+def log_tail(log: Path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of the latest attempt's section of ``log`` (all of it without sections)."""
     with open(log, "rb") as handle:
         handle.seek(max(0, handle.seek(0, os.SEEK_END) - 16384))
         text = handle.read().decode(errors="replace")
@@ -165,7 +170,7 @@ def finish(
     the attempt (its error, if it failed)."""
     job, final = attempt.job, layout.result_dir(attempt.job.key)
     results = sorted(attempt.staging.rglob("results_*.json"))
-    tail = _tail(attempt.log)
+    tail = log_tail(attempt.log)
     error = _error(exit_code, timed_out, job.timeout_s, bool(results), tail)
     if error and stopped_for:
         error = stopped_for
@@ -207,14 +212,16 @@ def finish(
 def not_run(
     job: Job, layout: Layout, number: int, started_at: float, error: str, detail: str = ""
 ) -> Outcome:
-    """A failed attempt that has no process of its own (refused, or lost with its Ray worker); its
-    error and ``detail`` are appended to the job's log, whose path the outcome names."""
+    """A failed attempt that has no process of its own (refused) or whose process was lost (with its
+    Ray worker, or ended by Slurm); its error and ``detail`` are appended to the job's log, whose path
+    the outcome names."""
     log = layout.log_path(job.key)
     tail = "\n".join((detail or error).splitlines()[-TAIL_LINES:])
+    header = f"{ATTEMPT_MARK}{number} of {job.key} on {socket.gethostname()}: no result: {error}\n"
     with contextlib.suppress(OSError):
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as handle:
-            handle.write(f"{ATTEMPT_MARK}{number} of {job.key} on {socket.gethostname()}: not run\n{tail}\n")
+            handle.write(header + (f"{tail}\n" if detail else ""))
     now = time.time()
     return Outcome(
         key=job.key,

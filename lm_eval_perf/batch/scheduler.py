@@ -1,4 +1,4 @@
-"""Resume planning and the run loop, common to the local pool and Ray.
+"""Resume planning and the run loop, common to the local pool, Ray and Slurm.
 
 :func:`plan` sorts the matrix against what is on disk: a job whose result folder exists is done
 (skipped); a failed one is skipped unless ``retry_failed``; everything else runs - new jobs, jobs
@@ -7,37 +7,57 @@ that were ``running`` when a previous batch died, and ``done`` jobs whose result
 folders killed attempts left. :func:`run` starts jobs whenever the executor has room (a job that
 fits may overtake a bigger one waiting for GPUs), records every outcome, re-queues a failed job up
 to ``retries`` times (a job the executor stopped to run again - ``pending`` - goes back without
-counting as a retry), and on Ctrl-C kills the running jobs and puts them back to ``pending``.
+counting as a retry), and on Ctrl-C stops the executor (the local pool and Ray kill their running
+jobs; Slurm leaves its jobs queued) and puts the jobs it names back to ``pending``. Jobs a cluster
+still holds from an earlier run (Slurm; :meth:`Executor.attach`) are not started again: ``prepare``
+leaves them (and their staging folders) alone and ``run`` waits for their outcomes.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lm_eval_perf.batch.layout import Layout
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.progress import Progress
 from lm_eval_perf.batch.runner import Outcome
 from lm_eval_perf.batch.store import JobStore
+from lm_eval_perf.records.layout import Layout
 
 POLL_S = 2.0  # how often a waiting scheduler looks again for GPUs other processes freed
 
 
 class Executor(Protocol):
-    """Where jobs run (:class:`~lm_eval_perf.batch.local.LocalPool`, :class:`~.ray_pool.RayPool`)."""
+    """Where jobs run (:class:`~lm_eval_perf.batch.local.LocalPool`, :class:`~.ray_pool.RayPool`,
+    :class:`~.slurm.SlurmPool`)."""
 
     on_gpu: bool
     description: str
     active: int
+    workers: int | None  # at most this many jobs at once (None: as many as the executor takes)
 
     def check(self, jobs: list[Job]) -> None: ...
 
-    def refresh(self) -> None: ...
+    def attach(self, jobs: list[Job], store: JobStore) -> set[str]:
+        """Take over those of ``jobs`` that an earlier run left in the cluster's hands (their keys);
+        ``store`` is where the executor records what it submits. Default: nothing outlives the
+        process that ran it."""
+        return set()
 
-    def full(self) -> bool: ...
+    def dry_run(self, jobs: list[Job]) -> str:
+        """What running ``jobs`` would hand to the cluster, for ``--dry-run`` (default: nothing)."""
+        return ""
+
+    def refresh(self) -> None:
+        """Look at what decides where jobs start, before a round of :meth:`try_start` (default: nothing
+        to look at; the cluster keeps track itself)."""
+
+    def full(self) -> bool:
+        """Whether ``workers`` jobs run already."""
+        return self.workers is not None and self.active >= self.workers
 
     def try_start(self, job: Job, number: int) -> bool: ...
 
@@ -80,12 +100,15 @@ def plan(jobs: list[Job], store: JobStore, layout: Layout, retry_failed: bool) -
     return result
 
 
-def prepare(todo: Plan, store: JobStore, layout: Layout) -> None:
-    """Record the plan in the store and remove leftover staging folders (caller holds the lock)."""
+def prepare(todo: Plan, store: JobStore, layout: Layout, attached: Collection[str] = ()) -> None:
+    """Record the plan in the store and remove leftover staging folders (caller holds the lock);
+    ``attached`` jobs (still in a cluster's hands) keep their records and folders."""
     for job in todo.done:
         if store.status(job.key) != "done":
             store.adopt(job.key)
     for job in todo.run:
+        if job.key in attached:
+            continue
         for folder in layout.stale_staging_dirs(job.key):
             shutil.rmtree(folder, ignore_errors=True)
         store.update(
@@ -94,10 +117,21 @@ def prepare(todo: Plan, store: JobStore, layout: Layout) -> None:
     store.save()
 
 
-def run(jobs: list[Job], store: JobStore, executor: Executor, retries: int, progress: Progress) -> None:
-    """Run ``jobs`` to completion (done, or failed after ``retries`` re-runs)."""
-    waiting = deque(jobs)
-    tries = dict.fromkeys((j.key for j in jobs), 0)
+def run(
+    jobs: list[Job],
+    store: JobStore,
+    executor: Executor,
+    retries: int,
+    progress: Progress,
+    attached: Collection[str] = (),
+) -> None:
+    """Run ``jobs`` to completion (done, or failed after ``retries`` re-runs); the ``attached`` ones
+    are already running (taken over by the executor), their outcomes are waited for."""
+    waiting = deque(j for j in jobs if j.key not in attached)
+    tries = {j.key: int(j.key in attached) for j in jobs}
+    for job in jobs:
+        if job.key in attached:
+            progress.started(job)
     try:
         while waiting or executor.active:
             executor.refresh()

@@ -2,16 +2,21 @@
 
 ``jobs.json`` maps each job key to its record: ``status`` (``pending`` | ``running`` | ``done`` |
 ``failed``), ``attempts``, the job's identity (:meth:`Job.identity`) and the last attempt's
-outcome (times in Unix seconds, ``duration_s``, ``exit_code``, ``error``, ``log``). It is rewritten
+outcome (times in Unix seconds, ``duration_s``, ``exit_code``, ``error``, ``log``); a Slurm job's
+record also holds what Slurm knows of its latest attempt (``slurm_job_name``, ``slurm_array_index``,
+``slurm_job_id``, ``slurm_log``, ``slurm_submitted_at``; ``slurm_state`` once Slurm ended it without a
+result; see :mod:`lm_eval_perf.batch.slurm`). It is rewritten
 atomically (temporary file + ``os.replace``) after every change, by the one process that holds the
 output folder's lock. The result folders are the ground truth for "done" (they appear complete, by
-rename; see :mod:`lm_eval_perf.batch.layout`): a record saying ``done`` whose folder is gone is run
+rename; see :mod:`lm_eval_perf.records.layout`): a record saying ``done`` whose folder is gone is run
 again, and a finished folder the store does not know about (the process died right after the
 rename) is adopted from its ``job.json``.
 
 ``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
-(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path),
-rewritten atomically whenever it changes.
+(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path; Slurm job
+id, state and log, null for other executors), rewritten atomically whenever it changes. So is the
+matrix plan ``matrix.json`` (see :mod:`lm_eval_perf.records.layout`), once :meth:`JobStore.set_matrix`
+has given the store the whole matrix.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.layout import JOB_FILE, Layout
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.layout import JOB_FILE, Layout, plan_text
 
 FAILURE_FIELDS = (
     "key",
@@ -37,6 +42,9 @@ FAILURE_FIELDS = (
     "error",
     "tail",
     "log",
+    "slurm_job_id",
+    "slurm_state",
+    "slurm_log",
 )
 
 
@@ -60,6 +68,20 @@ class JobStore:
             read_json(layout.store, "job store").get("jobs", {}) if layout.store.exists() else {}
         )
         self._failures_text: str | None = None
+        self._matrix: list[dict] = []
+        self._config: Path | None = None
+
+    def set_matrix(self, config: Path, identities: list[dict]) -> None:
+        """The config's whole matrix (each job's ``identity()``): :meth:`save` writes it with each job's
+        state into the matrix plan."""
+        self._config, self._matrix = config, identities
+
+    def planned_state(self, key: str) -> str:
+        """A job's state in the matrix plan: done (its result folder exists), failed, running or pending."""
+        if self.layout.is_done(key):
+            return "done"
+        status = self.status(key)
+        return status if status in ("failed", "running") else "pending"
 
     def get(self, key: str) -> dict:
         return self.jobs.get(key, {})
@@ -72,8 +94,9 @@ class JobStore:
         self.jobs.setdefault(key, {}).update(fields)
 
     def adopt(self, key: str) -> None:
-        """Take the record of a finished job from its ``job.json`` (the store missed the end)."""
-        self.jobs[key] = read_json(self.layout.result_dir(key) / JOB_FILE, "job file")
+        """Take the record of a finished job from its ``job.json`` (the store missed the end), keeping
+        what only the store knew (e.g. its Slurm job id)."""
+        self.jobs[key] = {**self.get(key), **read_json(self.layout.result_dir(key) / JOB_FILE, "job file")}
 
     def save(self) -> None:
         """Write ``jobs.json`` and, if the set of failures changed, ``failures.jsonl``."""
@@ -87,6 +110,9 @@ class JobStore:
         if text != self._failures_text and (failed or self.layout.failures.exists()):
             write_atomic(self.layout.failures, text)
         self._failures_text = text
+        if self._matrix:
+            states = {job["key"]: self.planned_state(job["key"]) for job in self._matrix}
+            write_atomic(self.layout.plan, plan_text(self._config, self._matrix, states))
 
 
 @contextlib.contextmanager

@@ -88,6 +88,12 @@ def _build(include_path: str | None) -> frozenset[str]:
     return known
 
 
+def closest_tasks(name: str, known: frozenset[str], n: int = 3) -> str:
+    """`` (did you mean 'a', 'b'?)``: the known task names closest to ``name``; ``''`` if none is close."""
+    hint = difflib.get_close_matches(name, sorted(known), n=n)
+    return f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
+
+
 def check_task_names(names: Mapping[str, str], include_path: Path | None) -> None:
     """One-line error for the first unknown task; ``names`` maps task name -> config key path."""
     if not names:
@@ -98,9 +104,8 @@ def check_task_names(names: Mapping[str, str], include_path: Path | None) -> Non
         known = _build(include)
     for name, where in names.items():
         if name not in known:
-            hint = difflib.get_close_matches(name, sorted(known), n=1)
             raise UserInputError(
                 f"{where}: unknown task {name!r}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + closest_tasks(name, known, n=1)
                 + ("" if include_path else "; add include_path: for a task folder of your own")
             )

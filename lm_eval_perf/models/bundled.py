@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lm_eval_perf.atomic import publish
 from lm_eval_perf.errors import UserInputError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,7 +57,7 @@ def smollm2_hf_dir() -> Path:
         model.load_state_dict(loaded.state_dict())
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.chmod(0o755)  # mkdtemp made it private; the cache is shared like any HF cache
+        publish(staging)  # mkdtemp and safetensors write privately; the cache is shared like any HF cache
         try:
             staging.rename(target)
         except OSError:  # another process finished the same conversion first

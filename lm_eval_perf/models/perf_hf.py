@@ -37,7 +37,6 @@ import atexit
 import contextlib
 import difflib
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +47,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_perf import registration
+from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.model_args import FROM_PRETRAINED_ARGS, hflm_args, model_arg_names
 from lm_eval_perf.models import classifier, sources
@@ -61,6 +61,7 @@ from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.plugins import is_plugin_request, plugin_name, run_plugin
+from lm_eval_perf.records.efficiency import validate_if_asked
 
 install_excepthook()
 
@@ -74,15 +75,11 @@ def _check_dtype(name: str, value) -> None:
         raise UserInputError(f"{name}={value!r} is not a torch dtype: use auto, bfloat16, float16 or float32")
 
 
-def _check_writable(path: str) -> None:
+def _check_output_path(path: str) -> None:
+    """A one-line error unless lm-eval's ``--output_path`` (a folder, or a ``.json`` file in one) can
+    be written; creates nothing."""
     target = Path(path).expanduser()
-    folder = target if target.suffix != ".json" else target.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lm-eval-perf-write-test-"):
-            pass
-    except OSError as exc:
-        raise UserInputError(f"output path {path} is not writable: {exc.strerror or exc}") from exc
+    check_writable(target if target.suffix != ".json" else target.parent, "--output_path")
 
 
 def _one_device(model_args: dict, additional_config: dict | None) -> None:
@@ -100,7 +97,7 @@ _LAST_RECORDS: list[dict] = []
 
 
 def _print_last_records() -> None:
-    from lm_eval_perf.report.console import render_efficiency
+    from lm_eval_perf.records.console import render_efficiency
 
     for record in _LAST_RECORDS:
         print(render_efficiency(record))
@@ -153,8 +150,10 @@ class PerfHFLM(HFLM):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in hflm_args()}
         if registration.output_path():
-            _check_writable(registration.output_path())  # fail now, not after hours of evaluation
+            _check_output_path(registration.output_path())  # fail now, not after hours of evaluation
 
+        if kwargs.get("peft"):
+            sources.check_adapter(str(kwargs["peft"]))
         self.source: sources.ModelSource | None = None
         started = time.perf_counter()
         if isinstance(pretrained, str):
@@ -229,7 +228,7 @@ class PerfHFLM(HFLM):
         else:
             try:
                 super()._get_config(pretrained, **kwargs)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # no such model, no or a broken config.json
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
         self.is_classifier = classifier.has_classification_head(self._config, self._head_arg)
@@ -511,6 +510,7 @@ class PerfHFLM(HFLM):
                 "token_ids_folded": self.folded_ids,
                 **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
+            validate_if_asked(record)
             self.efficiency = record
             if self.print_summary:
                 if not _LAST_RECORDS:

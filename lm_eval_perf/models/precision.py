@@ -26,17 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from lm_eval_perf.errors import UserInputError
-
-# name -> one-line description (shown in errors and the README)
-PRECISIONS: dict[str, str] = {
-    "bfloat16": "bf16 cast of the checkpoint's weights",
-    "float16": "fp16 cast of the checkpoint's weights",
-    "float32": "fp32 cast of the checkpoint's weights",
-    "int4": "4-bit weight-only round-to-nearest at load time, no calibration (any model, also arch:)",
-    "awq": "a pre-quantized AWQ int4 checkpoint (quant_method: awq; see lm-eval-perf quantize)",
-    "nf4": "bitsandbytes 4-bit NormalFloat at load time (GPU)",
-}
-CASTS = ("bfloat16", "float16", "float32")
+from lm_eval_perf.records.precisions import CASTS, validate_precision
 
 
 @dataclass(frozen=True)
@@ -101,13 +91,6 @@ class PrecisionSpec:
     @property
     def method(self) -> str:
         return {"int4": "rtn", "awq": "awq", "nf4": "nf4"}.get(self.name, "cast")
-
-
-def validate_precision(name: str) -> str:
-    """``name`` if it is a known precision, else a :class:`UserInputError` listing the known ones."""
-    if name not in PRECISIONS:
-        raise UserInputError(f"unknown precision {name!r}: use one of {', '.join(PRECISIONS)}")
-    return name
 
 
 def _backends_for(name: str, on_gpu: bool) -> list[str]:

@@ -97,7 +97,39 @@ def resolve(pretrained: str, tokenizer: str | None, gguf_file: str | None) -> Mo
         raise UserInputError(f"model path {pretrained} does not exist")
     if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
         raise UserInputError(f"gguf_file {gguf_file} is not in {pretrained}")
+    if path.is_dir():
+        check_weights(path, pretrained)
     return ModelSource(pretrained, tokenizer, gguf_file, None, pretrained)
+
+
+def check_weights(folder: Path, label: str) -> None:
+    """A one-line error for a ``.safetensors`` file in ``folder`` that is truncated or corrupt.
+
+    Opening one reads its header and checks that the file covers every tensor it declares; no tensor
+    is read, so this takes milliseconds even for a large checkpoint, before any loading starts.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserInputError(f"model {label}: {file.name} is truncated or corrupt ({why})") from exc
+
+
+def check_adapter(peft: str) -> None:
+    """A one-line error when ``peft=`` names a local adapter folder that does not exist or is not one.
+
+    A name that does not exist locally passes only if it can be a hub id (``org/name``).
+    """
+    path = Path(peft).expanduser()
+    if path.exists():
+        if not (path / "adapter_config.json").is_file():
+            raise UserInputError(f"peft={peft} is not a PEFT adapter folder (no adapter_config.json in it)")
+    elif _looks_like_path(peft) or peft.count("/") != 1:
+        raise UserInputError(f"peft adapter folder {peft} does not exist")
 
 
 def local_model_dir(model: str, command: str, arch_hint: str) -> str:

@@ -6,8 +6,8 @@ from lm_eval_perf.monitor.monitor import PerformanceMonitor
 from lm_eval_perf.monitor.peaks import DevicePeaks, peaks_for
 from lm_eval_perf.monitor.requests import BatchRecord
 from lm_eval_perf.monitor.sources import GpuInfo, GpuReading, HostReading, Sample
-from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement
+from lm_eval_perf.records.stats import Stats
 
 __all__ = [
     "BatchRecord",

@@ -17,8 +17,8 @@ from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks
 from lm_eval_perf.monitor.requests import BatchRecord, overall, summarize
 from lm_eval_perf.monitor.window import Measurement, combine_parallel
+from lm_eval_perf.records.efficiency import SCHEMA, EfficiencyRecord, Provenance, Rank
 
-SCHEMA = "lm-eval-perf/efficiency/1"
 TOTAL = "total"
 
 
@@ -66,7 +66,7 @@ def _torch_memory(states: list[MonitorState]) -> dict[str, float] | None:
     return total
 
 
-def _provenance(states: list[MonitorState]) -> dict:
+def _provenance(states: list[MonitorState]) -> Provenance:
     if len(states) == 1:
         return states[0].provenance
     first = dict(states[0].provenance)
@@ -79,7 +79,7 @@ def _provenance(states: list[MonitorState]) -> dict:
     return first
 
 
-def _rank_block(rank: int, state: MonitorState) -> dict:
+def _rank_block(rank: int, state: MonitorState) -> Rank:
     batches = [b for kind in state.batches.values() for b in kind if not b.warmup]
     total = state.windows.get(TOTAL)
     return {
@@ -99,7 +99,9 @@ def _rank_block(rank: int, state: MonitorState) -> dict:
     }
 
 
-def build_record(states: list[MonitorState], shape: ModelShape | None, peaks: DevicePeaks | None) -> dict:
+def build_record(
+    states: list[MonitorState], shape: ModelShape | None, peaks: DevicePeaks | None
+) -> EfficiencyRecord:
     """The efficiency record of a run made of ``states`` (one per process, rank order)."""
     if not states:
         raise ValueError("build_record needs the state of at least one process")

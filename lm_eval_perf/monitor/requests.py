@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from lm_eval_perf.monitor import metrics
 from lm_eval_perf.monitor.metrics import ModelShape
 from lm_eval_perf.monitor.peaks import DevicePeaks, missing_bandwidth_reason, missing_flops_reason
-from lm_eval_perf.monitor.stats import Stats
 from lm_eval_perf.monitor.window import Measurement
+from lm_eval_perf.records.efficiency import Kind, Overall
+from lm_eval_perf.records.stats import Stats
 
 GENERATION_KINDS = frozenset({"generate_until", "generate"})
 
@@ -171,7 +172,7 @@ def summarize(
     window: Measurement | None,
     shape: ModelShape | None,
     peaks: DevicePeaks | None,
-) -> dict:
+) -> Kind:
     """The efficiency block of one request kind (see :mod:`lm_eval_perf.monitor.metrics`)."""
     measured = [b for b in batches if not b.warmup]
     unavailable: dict[str, str] = {}
@@ -269,7 +270,7 @@ def _energy(
     return fields
 
 
-def overall(batches: Sequence[BatchRecord], total: Measurement | None, torch_memory: dict | None) -> dict:
+def overall(batches: Sequence[BatchRecord], total: Measurement | None, torch_memory: dict | None) -> Overall:
     """The run's overall block: wall time and totals over every kind (no mixed-kind AL)."""
     measured = [b for b in batches if not b.warmup]
     return {

@@ -23,8 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.layout import check_writable
+from lm_eval_perf.atomic import check_writable, write_atomic
 from lm_eval_perf.errors import UserInputError, install_excepthook, one_line
 from lm_eval_perf.report.collect import collect
 from lm_eval_perf.report.csv_out import write_all
@@ -41,8 +40,7 @@ OUTPUT_NAMES = {"latex": "benchmark_table.tex", "html": "report.html", "txt": "b
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="process_results.py",
+    parser = argparse.ArgumentParser(  # prog: from sys.argv[0], see lm_eval_perf.cli
         description="Turn lm-eval / batch_eval results into paper tables, CSV files, plots and a report.",
     )
     parser.add_argument(

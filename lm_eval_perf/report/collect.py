@@ -8,6 +8,9 @@ Under ``results_dir`` (searched recursively):
 * ``job.json`` - batch_eval's record of the job whose result folder holds a results file; it names
   the row (see :mod:`.identity`).
 * ``failures.jsonl`` - batch_eval's failed jobs, one JSON object per line.
+* ``matrix.json`` - batch_eval's matrix plan (:mod:`lm_eval_perf.records.layout`): the jobs it planned
+  and their states, which say which cells are missing. Also read from the parent folder when
+  ``results_dir`` is a batch output's ``results/`` folder.
 
 A file that cannot be read or parsed (truncated, not JSON, not a results file) becomes a
 :class:`Problem` and is skipped: reading never stops on bad input.
@@ -22,10 +25,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lm_eval_perf.batch.layout import JOB_FILE, STAGING_MARK
 from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.records.artifacts import Artifact
+from lm_eval_perf.records.efficiency import check_version
+from lm_eval_perf.records.layout import JOB_FILE, PLAN_FILE, STAGING_MARK, MatrixPlan, read_plan
 from lm_eval_perf.report.identity import RowKey, model_args, row_of
-from lm_eval_perf.tasks.artifacts import Artifact
 
 FAILURES_FILE = "failures.jsonl"
 
@@ -75,6 +79,7 @@ class Inputs:
     runs: list[Run] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    plans: list[MatrixPlan] = field(default_factory=list)
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the results directory (as written in reports)."""
@@ -219,6 +224,8 @@ def collect(root: Path, progress: bool = True) -> Inputs:
         data, reason = read_json(path)
         if data is not None:
             reason = shape_problem(data)
+        if data is not None and not reason and (data.get("config") or {}).get("efficiency"):
+            check_version(data["config"]["efficiency"], inputs.relative(path))
         if data is None or reason:
             inputs.problems.append(Problem(path, reason or "unreadable"))
             continue
@@ -229,6 +236,14 @@ def collect(root: Path, progress: bool = True) -> Inputs:
             inputs.problems.append(Problem(path, f"cannot tell its model/precision/ratio: {exc}"))
             continue
         inputs.runs.append(Run(path, data, row, _date(data, path), job))
+    plans = sorted(root.rglob(PLAN_FILE))
+    if root.name == "results" and (root.parent / PLAN_FILE).is_file():
+        plans.insert(0, root.parent / PLAN_FILE)
+    for path in plans:
+        try:
+            inputs.plans.append(read_plan(path))
+        except ValueError as exc:
+            inputs.problems.append(Problem(path, f"{exc}; its missing cells are not listed"))
     if not inputs.runs and not inputs.failures:
         where = f" ({len(inputs.problems)} unreadable)" if inputs.problems else ""
         raise UserInputError(f"--results_dir {root}: no results_*.json or failures.jsonl found{where}")

@@ -4,9 +4,13 @@ Gains are ``baseline / row`` for costs (latency, energy, memory: > 1 means the r
 ``row / baseline`` for rates (IT, decode tokens/s: > 1 means faster). Accuracy changes are
 ``row - baseline`` in the metric's own unit (for perplexity a positive change is worse).
 
-The best row of a model is the one with the highest mean primary metric over the accuracy
-columns where higher is better and every row of that model has a value; ties go to the row with
-fewer weight bytes. ``None`` when the model has no such column.
+The best row of a model is chosen among its rows with an accuracy value (a row with only a
+throughput sweep or an ESD analysis has none and is left out): the one with the highest mean
+primary metric over the accuracy columns where higher is better and every such row has a value;
+ties go to the row with fewer weight bytes. ``None`` when the model has no such column.
+
+The peak-memory gain is given only where both rows' peaks have the same source (both CUDA allocator
+peaks, both host RSS, ...).
 """
 
 from __future__ import annotations
@@ -88,32 +92,38 @@ def compare(
                 name: ratio(mine[key], theirs[key]) if rate else ratio(theirs[key], mine[key])
                 for name, key, rate in GAINS
             }
+            if efficiency[row].peak_memory_source != efficiency[base].peak_memory_source:
+                gains["peak memory"] = None
             comparisons.append(Comparison(row, base, changes, gains, mine.get("mcr")))
     return comparisons, notes
 
 
-def best_rows(
-    study: Study, efficiency: dict[RowKey, RowEfficiency]
-) -> dict[str, tuple[RowKey, float] | None]:
-    """Per model: (best row, its mean accuracy) or None (see the module docstring)."""
-    best: dict[str, tuple[RowKey, float] | None] = {}
+@dataclass(frozen=True)
+class Best:
+    """The best row of a model, its mean accuracy and the columns the mean is over."""
+
+    row: RowKey
+    score: float
+    columns: list[Column]
+
+
+def best_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> dict[str, Best | None]:
+    """Per model: its best row or None (see the module docstring)."""
+
+    def scored(row: RowKey, column: Column) -> bool:
+        cell = study.cell(row, column)
+        return cell is not None and cell.entry.value is not None and cell.entry.higher_is_better is True
+
+    best: dict[str, Best | None] = {}
     for model in study.models():
-        rows = study.rows_of(model)
-        columns = [
-            c
-            for c in study.columns_of(ACCURACY)
-            if all(
-                (cell := study.cell(r, c)) is not None
-                and cell.entry.value is not None
-                and cell.entry.higher_is_better is True
-                for r in rows
-            )
-        ]
+        accuracy = study.columns_of(ACCURACY)
+        rows = [r for r in study.rows_of(model) if any(scored(r, c) for c in accuracy)]
+        columns = [c for c in accuracy if rows and all(scored(r, c) for r in rows)]
         if not columns:
             best[model] = None
             continue
         scores = {r: sum(study.value(r, c) or 0.0 for c in columns) / len(columns) for r in rows}
         size = lambda r: efficiency[r].weight_bytes or 0  # noqa: E731
         winner = max(rows, key=lambda r: (scores[r], -size(r)))
-        best[model] = (winner, scores[winner])
+        best[model] = Best(winner, scores[winner], columns)
     return best

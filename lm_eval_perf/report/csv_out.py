@@ -3,12 +3,15 @@
 
 Tidy: one row per (model, precision, ratio, task, metric) of every winning cell - the cell's task
 or group and every task below it, each metric it reports - plus the cell's MCR and the row's
-efficiency figures (task ``(efficiency)``). ``column`` is the table column the row belongs to,
-``primary`` marks the value shown in the table, ``source`` the results file (relative to the results
-directory). Numbers are written in full precision (``repr``); missing values are empty.
+efficiency figures (task ``(efficiency)``; ``basis``: the source of the peak memory - alloc, NVML or
+RSS). ``column`` is the table column the row belongs to and
+``num_fewshot``, ``limit``, ``batch_size``, ``task_version`` its settings (a column is a task with its
+settings), ``primary`` marks the value shown in the table, ``source`` the results file (relative to
+the results directory). Numbers are written in full precision (``repr``); missing values are empty.
 
-Wide: one row per (model, precision, ratio): each table column's primary metric, then the
-efficiency figures, headers with units.
+Wide: one row per (model, precision, ratio): each table column's primary metric (header: column,
+metric and settings - ``BBH (acc_norm; 3-shot, limit 10)``), then the efficiency figures, headers
+with units.
 """
 
 from __future__ import annotations
@@ -21,19 +24,24 @@ from lm_eval_perf.report.efficiency import METRICS, RowEfficiency
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tables import accuracy_columns
-from lm_eval_perf.report.tasks import ResultsIndex, metric_keys, number
+from lm_eval_perf.report.tasks import ResultsIndex, Settings, metric_keys, number
 
 TIDY_COLUMNS = (
     "model",
     "precision",
     "ratio",
     "column",
+    "num_fewshot",
+    "limit",
+    "batch_size",
+    "task_version",
     "task",
     "metric",
     "filter",
     "value",
     "stderr",
     "unit",
+    "basis",
     "higher_is_better",
     "primary",
     "source",
@@ -107,6 +115,14 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
                 continue
             index = ResultsIndex(cell.run.data)
             source = study.inputs.relative(cell.run.path)
+            settings = column.settings or Settings()
+            where = {
+                "column": column.key,
+                "num_fewshot": settings.num_fewshot,
+                "limit": settings.limit,
+                "batch_size": settings.batch_size,
+                "task_version": settings.version,
+            }
             for task in cell.entry.members:
                 block = index.blocks.get(task) or {}
                 higher = index.higher.get(task) or {}
@@ -115,7 +131,7 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
                     out.append(
                         {
                             **ident,
-                            "column": column.key,
+                            **where,
                             "task": task,
                             "metric": metric,
                             "filter": flt,
@@ -127,14 +143,14 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
                             "source": source,
                         }
                     )
-            if column.key in efficiency[row].mcr:
+            if column in efficiency[row].mcr:
                 out.append(
                     {
                         **ident,
-                        "column": column.key,
+                        **where,
                         "task": cell.entry.task,
                         "metric": "mcr",
-                        "value": efficiency[row].mcr[column.key],
+                        "value": efficiency[row].mcr[column],
                         "higher_is_better": True,
                         "source": source,
                     }
@@ -148,6 +164,7 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
                     "metric": metric.key,
                     "value": efficiency[row].values.get(metric.key),
                     "unit": "fraction" if metric.percent else metric.unit,
+                    "basis": efficiency[row].peak_memory_source if metric.key == "peak_memory_gib" else None,
                     "higher_is_better": metric.higher_is_better,
                     "source": sources,
                 }
@@ -160,8 +177,8 @@ def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[st
     headers = ["model", "precision", "ratio"]
     names = {}
     for column in columns:
-        metric = study.metric_name(column)
-        names[column.key] = f"{column.key} ({metric})" if metric else column.key
+        detail = "; ".join(filter(None, (study.metric_name(column), study.settings_text(column))))
+        names[column] = f"{column.key} ({detail})" if detail else column.key
     headers += list(names.values())
     units = {
         m.key: f"{m.label} ({'fraction' if m.percent else m.unit})" if m.unit else m.label for m in METRICS
@@ -172,7 +189,7 @@ def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[st
         record: dict = {"model": row.model, "precision": row.precision, "ratio": row.ratio}
         for column in columns:
             cell = study.cell(row, column)
-            record[names[column.key]] = cell.entry.value if cell else None
+            record[names[column]] = cell.entry.value if cell else None
         for key, header in units.items():
             record[header] = efficiency[row].values.get(key)
         rows.append(record)

@@ -1,8 +1,8 @@
 """Per-row efficiency, MCR and the comparison of every row with its baseline.
 
 Per row, over the runs that give its cells (:meth:`Study.runs_of`), from each run's
-``config.efficiency`` record (schema ``lm-eval-perf/efficiency/1``). Only the request kinds that
-carried evaluation requests are used (the kinds named in the record's per-task block): the
+``config.efficiency`` record (:mod:`lm_eval_perf.records.efficiency`, majors 1 and 2). Only the
+request kinds that carried evaluation requests are used (the kinds named in the record's per-task block): the
 throughput sweep and the ESD analysis measure themselves.
 
 * AMU, PCU (fractions 0..1), AEC (W): means of the kinds' windows, weighted by window duration.
@@ -11,7 +11,9 @@ throughput sweep and the ESD analysis measure themselves.
 * Decode (tokens/s): the best decode rate of the row's throughput sweep (``best_decode_tokens_per_s``).
 * Energy (J/token): Σ energy / Σ tokens of the kinds (generated tokens for generation, prompt
   tokens otherwise - each kind's ``energy_per_token_basis``).
-* Peak memory (GiB): the largest peak of the runs (CUDA allocator peak, else NVML device memory).
+* Peak memory (GiB) of the device the model ran on, with its source (:data:`PEAK_SOURCES`): on a
+  GPU the CUDA allocator's peak, else NVML's device-memory peak; on the CPU the host RSS peak. The
+  largest over the row's runs, of the first source every run with a record has.
 * Weights (GiB): weight bytes as held in memory (:func:`lm_eval_perf.report.mcr.weight_bytes_of`).
 * MCR per cell = (size_base / size) · (perf / perf_base) against the same model's baseline row
   (``--baseline-precision``, ratio 1.0) and the column's primary metric; for a metric where lower
@@ -24,14 +26,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm_eval_perf.monitor.metrics import model_compression_rate, ratio
+from lm_eval_perf.records.efficiency import EfficiencyRecord
 from lm_eval_perf.report.collect import Run
 from lm_eval_perf.report.identity import UNCOMPRESSED, RowKey
 from lm_eval_perf.report.mcr import weight_bytes_of
 from lm_eval_perf.report.study import Cell, Study
-from lm_eval_perf.report.tasks import ACCURACY, THROUGHPUT
+from lm_eval_perf.report.tasks import ACCURACY, THROUGHPUT, Column
 
 GIB = 1024**3
 GENERATION_KINDS = ("generate_until", "generate")
+# where a run's peak memory comes from, by the device of the model: (label, record field); the label
+# is shown beside the value - alloc: CUDA allocator peak, NVML: GPU device memory, RSS: host memory
+PEAK_SOURCES = {
+    "gpu": (("alloc", "torch_memory.allocated_peak_gib"), ("NVML", "memory_peak_gib")),
+    "cpu": (("RSS", "host_rss_peak_gib"),),
+}
+PLUGIN_ONLY = (
+    "this row's perf-hf runs ran only plugin tasks (perf_throughput, esd), which measure themselves "
+    "and write no efficiency record"
+)
 
 
 @dataclass(frozen=True)
@@ -61,17 +74,21 @@ METRICS = (
 
 @dataclass
 class RowEfficiency:
-    """The efficiency figures of one row (``values`` keyed by :data:`METRICS` keys) and why any is None."""
+    """The efficiency figures of one row (``values`` keyed by :data:`METRICS` keys) and why any is None;
+    ``peak_memory_source``: which peak ``values["peak_memory_gib"]`` is (a :data:`PEAK_SOURCES` label)."""
 
     row: RowKey
     values: dict[str, float | None]
     weight_bytes: int | None
     unavailable: dict[str, str] = field(default_factory=dict)
-    mcr: dict[str, float | None] = field(default_factory=dict)  # column key -> MCR of that cell
+    mcr: dict[Column, float | None] = field(default_factory=dict)  # MCR of each accuracy cell
+    peak_memory_source: str | None = None
 
 
-def _efficiency(run: Run) -> dict:
-    return (run.data.get("config") or {}).get("efficiency") or {}
+def _efficiency(run: Run) -> EfficiencyRecord:
+    """The run's efficiency record (major 1 or 2, checked when it was read; see
+    :mod:`lm_eval_perf.records.efficiency`), ``{}`` for a run without one."""
+    return (run.data.get("config") or {}).get("efficiency") or {}  # type: ignore[return-value]
 
 
 def evaluation_kinds(record: dict) -> dict[str, dict]:
@@ -95,6 +112,42 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
+def _field(block: dict, path: str):
+    for key in path.split("."):
+        block = block.get(key) if isinstance(block, dict) else None  # type: ignore[assignment]
+    return block
+
+
+def peak_memory(runs: list[Run]) -> tuple[float | None, str | None, str | None]:
+    """(GiB, source label, None) - the peak memory of the device the row's models ran on (see the
+    module docstring) - or (None, None, why not)."""
+    records = [_efficiency(run) for run in runs if _efficiency(run)]
+    if not records:
+        return None, None, _no_record(runs)
+    devices = {_device(record) for record in records}
+    if len(devices) > 1:
+        return None, None, "the row's runs used different devices (CPU and GPU): their peaks do not compare"
+    for label, path in PEAK_SOURCES[devices.pop()]:
+        peaks = [_field(r.get("overall") or {}, path) for r in records]
+        if all(isinstance(p, (int, float)) for p in peaks):
+            return max(peaks), label, None
+    notes = {k: v for r in records for k, v in (r.get("unavailable") or {}).items()}
+    return None, None, notes.get("torch_peak_memory") or notes.get("gpu") or "not recorded"
+
+
+def _device(record: dict) -> str:
+    """``gpu`` or ``cpu``: where the model of an efficiency record ran."""
+    on_cuda = str((record.get("load") or {}).get("device", "")).startswith("cuda")
+    return "gpu" if on_cuda or (record.get("overall") or {}).get("torch_memory") else "cpu"
+
+
+def _no_record(runs: list[Run]) -> str:
+    """Why none of ``runs`` has an efficiency record."""
+    if any((run.data.get("config") or {}).get("model") != "perf-hf" for run in runs):
+        return "a run without perf-hf (lm-eval's own model writes no efficiency record)"
+    return PLUGIN_ONLY
+
+
 def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, str]]:
     kinds = [(kind, block) for run in runs for kind, block in evaluation_kinds(_efficiency(run)).items()]
     windows = [(block.get("window") or {}) for _, block in kinds]
@@ -102,11 +155,6 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
     generation = [block for kind, block in kinds if kind in GENERATION_KINDS]
     energy = [block.get("energy_j") for _, block in kinds]
     tokens = [ratio(block.get("energy_j"), block.get("energy_per_token_j")) for _, block in kinds]
-    peaks = []
-    for run in runs:
-        overall = _efficiency(run).get("overall") or {}
-        torch_peak = (overall.get("torch_memory") or {}).get("allocated_peak_gib")
-        peaks.append(torch_peak if torch_peak is not None else overall.get("memory_peak_gib"))
     values = {
         "amu": _weighted([(w.get("amu"), w.get("duration_s")) for w in windows]),
         "pcu": _weighted([(w.get("pcu"), w.get("duration_s")) for w in windows]),
@@ -117,11 +165,14 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
             _sum([b.get("seconds") for b in generation]),
         ),
         "energy_per_token_j": ratio(_sum(energy), _sum(tokens)),
-        "peak_memory_gib": max(peaks) if peaks and all(p is not None for p in peaks) else None,
     }
     reasons: dict[str, str] = {}
     if not kinds:
-        reasons["al_s"] = "no evaluation requests were measured by perf-hf in this row's runs"
+        reasons["al_s"] = (
+            _no_record(runs)
+            if not any(map(_efficiency, runs))
+            else "no evaluation requests were measured by perf-hf in this row's runs"
+        )
     if not generation:
         reasons["it_tokens_per_s"] = "no generation task (IT is defined for generation only)"
     notes = {}
@@ -134,9 +185,9 @@ def _run_figures(runs: list[Run]) -> tuple[dict[str, float | None], dict[str, st
         ("energy_per_token_j", "energy_j"),
     ):
         if values[key] is None:
-            reasons.setdefault(key, notes.get(source) or notes.get("gpu") or "not measured")
-    if values["peak_memory_gib"] is None:
-        reasons["peak_memory_gib"] = notes.get("torch_peak_memory") or notes.get("gpu") or "not measured"
+            reasons.setdefault(
+                key, notes.get(source) or notes.get("gpu") or reasons.get("al_s") or "not measured"
+            )
     return values, reasons
 
 
@@ -165,7 +216,7 @@ def cell_mcr(study: Study, cell: Cell, baseline_precision: str) -> tuple[float |
         return None, f"no {baseline_precision} (ratio 1) row of {cell.row.model}"
     base = study.cell(base_row, cell.column)
     if base is None:
-        return None, f"no {baseline_precision} value of {cell.column.key}"
+        return None, f"no {baseline_precision} value of {cell.column.key} with the same settings"
     orig, comp, why = _perf_pair(base, cell)
     if why:
         return None, why
@@ -180,27 +231,31 @@ def row_efficiency(study: Study, row: RowKey, baseline_precision: str) -> RowEff
     """The efficiency figures of ``row``."""
     runs = study.runs_of(row)
     values, reasons = _run_figures(runs)
+    values["peak_memory_gib"], source, why = peak_memory(runs)
+    if why:
+        reasons["peak_memory_gib"] = why
     sizes = [weight_bytes_of(run.data) for run in runs]
     weight_bytes = next((s for s in reversed(sizes) if s is not None), None)
     values["weight_gib"] = None if weight_bytes is None else weight_bytes / GIB
     if weight_bytes is None:
-        reasons["weight_gib"] = "weight bytes not recorded (run without perf-hf?)"
+        why = _no_record(runs) if not any(map(_efficiency, runs)) else "not in the efficiency record"
+        reasons["weight_gib"] = f"weight bytes not recorded: {why}"
     sweep = next((study.cell(row, c) for c in study.columns_of(THROUGHPUT) if study.cell(row, c)), None)
     values["decode_tokens_per_s"] = None if sweep is None else sweep.entry.value
     if sweep is None:
         reasons["decode_tokens_per_s"] = "no throughput sweep (perf_throughput) for this row"
-    mcr: dict[str, float | None] = {}
+    mcr: dict[Column, float | None] = {}
     for column in study.columns_of(ACCURACY):
         cell = study.cell(row, column)
         if cell is not None:
-            mcr[column.key], why = cell_mcr(study, cell, baseline_precision)
+            mcr[column], why = cell_mcr(study, cell, baseline_precision)
             if why:
-                reasons.setdefault(f"mcr:{column.key}", why)
+                reasons.setdefault(f"mcr:{study.title(column)}", why)
     defined = [v for v in mcr.values() if v is not None]
     values["mcr"] = sum(defined) / len(defined) if defined else None
     if not defined:
         reasons["mcr"] = next((v for k, v in reasons.items() if k.startswith("mcr:")), "no accuracy column")
-    return RowEfficiency(row, values, weight_bytes, reasons, mcr)
+    return RowEfficiency(row, values, weight_bytes, reasons, mcr, source)
 
 
 def all_rows(study: Study, baseline_precision: str) -> dict[RowKey, RowEfficiency]:

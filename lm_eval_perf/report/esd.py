@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from lm_eval_perf.records.artifacts import ESD_LAYERS
 from lm_eval_perf.report.collect import Problem, Run
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import ESD, ResultsIndex
-from lm_eval_perf.tasks.artifacts import ESD_LAYERS
 
 
 @dataclass(frozen=True)

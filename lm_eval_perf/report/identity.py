@@ -4,7 +4,7 @@ With batch_eval's ``job.json`` beside the results, its ``model`` (the result-fol
 ``precision`` and ``compression_ratio`` are used. Otherwise (or where ``job.json`` leaves a field
 empty) they come from the results JSON:
 
-* model - :func:`lm_eval_perf.batch.names.model_name` of ``config.model_args`` (``pretrained``,
+* model - :func:`lm_eval_perf.records.names.model_name` of ``config.model_args`` (``pretrained``,
   ``revision``, ``peft``): the name batch_eval gives the same model by default, so direct
   ``lm_eval`` runs and batch runs of one model share rows;
 * precision - the ``precision=`` name, else the dtype the model was loaded in
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lm_eval_perf.batch.names import model_name
-from lm_eval_perf.models.precision import PRECISIONS
+from lm_eval_perf.records.names import model_name
+from lm_eval_perf.records.precisions import PRECISIONS
 
 UNCOMPRESSED = 1.0
 

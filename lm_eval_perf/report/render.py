@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.report.console import markdown_table as text_table
+from lm_eval_perf.records.console import markdown_table as text_table
 from lm_eval_perf.report.report import ReportData
 from lm_eval_perf.report.tables import Table
 
@@ -64,7 +64,8 @@ def arrow(higher_is_better: bool | None) -> str:
 def table_text(table: Table) -> str:
     """A table as a markdown-style text table (bold cells marked with ``*``)."""
     header = ["model", "precision", *(["ratio"] if table.with_ratio else [])]
-    header += [f"{h.label} ({h.unit})" if h.unit else h.label for h in table.headers]
+    details = ("; ".join(filter(None, (h.unit, h.settings))) for h in table.headers)
+    header += [f"{h.label} ({d})" if d else h.label for h, d in zip(table.headers, details)]
     rows = []
     for row in table.rows:
         cells = [row.model if row.first else "", row.precision, *([row.ratio] if table.with_ratio else [])]

@@ -10,9 +10,9 @@ import base64
 import time
 from dataclasses import dataclass, field
 
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.collect import Problem
 from lm_eval_perf.report.compare import Comparison, best_rows, compare
-from lm_eval_perf.report.console import fmt
 from lm_eval_perf.report.efficiency import METRICS, RowEfficiency, cell_mcr
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study, when
@@ -37,11 +37,13 @@ class ReportData:
     """The ``report`` object of the templates.
 
     ``accuracy``/``efficiency``: :class:`~lm_eval_perf.report.tables.Table`; ``best``: per model
-    ``{model, row, score}``; ``comparisons``: per non-baseline row ``{model, row, baseline, changes:
-    [{column, metric, baseline, value, delta}], gains: [{name, value}], mcr}`` (texts); ``mcr``: per
+    ``{model, row, score, over}`` (``over``: the columns the mean is over); ``comparisons``: per
+    non-baseline row ``{model, row, baseline, changes: [{column, metric, baseline, value, delta}],
+    gains: [{name, value}], mcr}`` (texts); ``mcr``: per
     accuracy cell ``{model, row, column, value, reason}``; ``figures``: :class:`FigureView` list;
     ``skipped``: ``{name, reason}`` of figures not drawn; ``failures``: batch_eval's failed jobs;
-    ``problems``: ``{path, reason}`` of unreadable files; ``missing``: ``{model, row, column}``;
+    ``problems``: ``{path, reason}`` of unreadable files; ``missing``: ``{model, row, task, state}`` of
+    the cells batch_eval's matrix plans planned that have no result (state pending, running or failed);
     ``notes``: texts (newest-wins choices and the like); ``unavailable``: ``{row, metrics, reason}``
     of efficiency figures shown as ``--``; ``runs``: ``{path, model, row, origin,
     date}``; ``benchmarks``: the column mapping; ``metrics``: the efficiency columns' definitions.
@@ -76,17 +78,17 @@ def signed(value: float | None) -> str:
 
 def times(value: float | None) -> str:
     """A gain factor: ``1.85x`` / ``--``."""
-    return "--" if value is None else f"{fmt(value, 2)}x"
+    return "--" if value is None else f"{fmt(value, 3)}x"
 
 
-def _comparison(c: Comparison) -> dict:
+def _comparison(study: Study, c: Comparison) -> dict:
     return {
         "model": c.row.model,
         "row": c.row.label(),
         "baseline": c.baseline.label(),
         "changes": [
             {
-                "column": ch.column.key,
+                "column": study.title(ch.column),
                 "metric": (ch.metric or "").split(",")[0]
                 + (
                     ""
@@ -147,8 +149,11 @@ def build_report(
     best = [
         {
             "model": model,
-            "row": "--" if found is None else found[0].label(),
-            "score": "--" if found is None else fmt(found[1]),
+            "row": "--" if found is None else found.row.label(),
+            "score": "--" if found is None else fmt(found.score),
+            "over": "no accuracy task all its scored rows have"
+            if found is None
+            else ", ".join(map(study.title, found.columns)),
         }
         for model, found in best_rows(study, efficiency).items()
     ]
@@ -162,7 +167,7 @@ def build_report(
                     {
                         "model": row.model,
                         "row": row.label(),
-                        "column": column.key,
+                        "column": study.title(column),
                         "value": fmt(value),
                         "reason": why or "",
                     }
@@ -176,13 +181,13 @@ def build_report(
         accuracy=accuracy_table(study),
         efficiency=efficiency_table(study, efficiency, baseline),
         best=best,
-        comparisons=[_comparison(c) for c in comparisons],
+        comparisons=[_comparison(study, c) for c in comparisons],
         mcr=mcr,
         figures=figures,
         skipped=skipped,
         failures=[_failure(f) for f in study.inputs.failures],
         problems=[{"path": study.inputs.relative(p.path), "reason": p.reason} for p in problems],
-        missing=[{"model": r.model, "row": r.label(), "column": c.key} for r, c in study.missing()],
+        missing=study.missing(),
         notes=[*study.notes, *compare_notes, *notes],
         unavailable=_unavailable(study, efficiency),
         runs=[

@@ -1,8 +1,10 @@
 """The merged view of a results directory: one cell per (model, precision, ratio, column).
 
-Several runs may give the same cell (a job run again, an ``lm_eval`` run beside a batch): the
-newest one wins - by the results file's ``date``, then its path - and a note names the others.
-A row is missing a cell when another row of the study has that column and it has none.
+A column is a task with its evaluation settings (:class:`~lm_eval_perf.report.tasks.Settings`), so
+only runs measured alike can give the same cell (a job run again, an ``lm_eval`` run beside a batch
+with the same settings): then the newest one wins - by the results file's ``date``, then its path -
+and a note names the others. Which cells are missing is said by batch_eval's matrix plans
+(:mod:`lm_eval_perf.records.layout`): the planned jobs without a result, with their state.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timezone
 
 from lm_eval_perf.report.collect import Inputs, Run
 from lm_eval_perf.report.identity import RowKey
-from lm_eval_perf.report.tasks import ACCURACY, BENCHMARKS, Column, Entry, ResultsIndex
+from lm_eval_perf.report.tasks import BENCHMARKS, Column, Entry, ResultsIndex
 
 
 @dataclass
@@ -36,13 +38,13 @@ class Study:
     inputs: Inputs
     rows: list[RowKey]
     columns: list[Column]
-    cells: dict[tuple[RowKey, str], Cell]
+    cells: dict[tuple[RowKey, Column], Cell]
     notes: list[str] = field(default_factory=list)
 
-    def cell(self, row: RowKey, column: Column | str) -> Cell | None:
-        return self.cells.get((row, column if isinstance(column, str) else column.key))
+    def cell(self, row: RowKey, column: Column) -> Cell | None:
+        return self.cells.get((row, column))
 
-    def value(self, row: RowKey, column: Column | str) -> float | None:
+    def value(self, row: RowKey, column: Column) -> float | None:
         """The value shown in cell (row, column), ``None`` when there is none."""
         cell = self.cell(row, column)
         return None if cell is None else cell.entry.value
@@ -69,15 +71,39 @@ class Study:
         runs = {id(c.run): c.run for (r, _), c in self.cells.items() if r == row}
         return sorted(runs.values(), key=lambda run: (run.date, str(run.path)))
 
-    def missing(self) -> list[tuple[RowKey, Column]]:
-        """(row, accuracy column) pairs without a value, for columns some row has a value in."""
-        filled = {key for (_, key), cell in self.cells.items() if cell.entry.value is not None}
-        return [
-            (row, column)
-            for row in self.rows
-            for column in self.columns_of(ACCURACY)
-            if column.key in filled and self.value(row, column) is None
-        ]
+    def settings_text(self, column: Column) -> str:
+        """The settings shown under a column's name: few-shot count and limit always; batch size and
+        task version where another column of the same name differs in them."""
+        if column.settings is None:
+            return ""
+        parts = column.settings.parts()
+        shown = ["num_fewshot", "limit"]
+        for name in ("batch_size", "version"):
+            siblings = {getattr(c.settings, name) for c in self.columns if c.key == column.key and c.settings}
+            if len(siblings) > 1:
+                shown.append(name)
+        return ", ".join(parts[name] for name in shown)
+
+    def title(self, column: Column) -> str:
+        """``BBH (3-shot, limit 10)``: a column's name with its settings."""
+        settings = self.settings_text(column)
+        return f"{column.key} ({settings})" if settings else column.key
+
+    def missing(self) -> list[dict]:
+        """The cells batch_eval planned that have no result: ``{model, row, task, state}`` per job of
+        every matrix plan found, whose result folder gave no readable results file."""
+        read = {run.path for run in self.inputs.runs}
+        out = []
+        for plan in self.inputs.plans:
+            for job in plan.jobs:
+                folder = plan.root / "results" / job.key
+                if any(folder in path.parents for path in read):
+                    continue
+                state = job.state if job.state != "done" else "done, but no readable results file"
+                ratio = 1.0 if job.compression_ratio is None else job.compression_ratio
+                row = RowKey(job.model, job.precision or "default", ratio)
+                out.append({"model": job.model, "row": row.label(), "task": job.task_label, "state": state})
+        return out
 
 
 def when(seconds: float) -> str:
@@ -87,11 +113,11 @@ def when(seconds: float) -> str:
 
 def build(inputs: Inputs) -> Study:
     """Merge the runs of ``inputs`` into cells; newest wins."""
-    candidates: dict[tuple[RowKey, str], list[tuple[Run, Entry]]] = defaultdict(list)
+    candidates: dict[tuple[RowKey, Column], list[tuple[Run, Entry]]] = defaultdict(list)
     for run in inputs.runs:
         for entry in ResultsIndex(run.data).entries():
-            candidates[(run.row, entry.column.key)].append((run, entry))
-    cells: dict[tuple[RowKey, str], Cell] = {}
+            candidates[(run.row, entry.column)].append((run, entry))
+    cells: dict[tuple[RowKey, Column], Cell] = {}
     notes: list[str] = []
     for key, found in candidates.items():
         # a run giving one column twice (e.g. leaderboard_bbh and leaderboard_bbh_local): keep a value
@@ -102,7 +128,8 @@ def build(inputs: Inputs) -> Study:
         if older:
             row, column = key
             notes.append(
-                f"{row.model} / {row.label()} / {column}: {len(found)} results; the newest "
+                f"{row.model} / {row.label()} / {column.key}: {len(found)} results with the same settings; "
+                "the newest "
                 f"({inputs.relative(run.path)}, {when(run.date)}) is used, not "
                 + ", ".join(f"{inputs.relative(r.path)} ({when(r.date)})" for r in older)
             )

@@ -1,17 +1,19 @@
 """The two paper tables as plain data: accuracy per task, efficiency per row.
 
 Rows are grouped by model (precisions, then compression ratios, in :meth:`RowKey.sort_key` order).
-Cells are formatted with :func:`lm_eval_perf.report.console.fmt`; a missing value is ``--``. In each
-column the best value is marked (``best``) - the highest or lowest as the metric's
-``higher_is_better`` says, ties all marked - when the column has at least two values and a
-direction. Renderers (LaTeX, HTML, text) only lay these out.
+Cells are formatted with :func:`lm_eval_perf.records.console.fmt` (4 significant figures); a missing
+value is ``--``. An accuracy column's header names its task, its primary metric and its settings
+(few-shot count, ``--limit``; see :meth:`Study.settings_text`). In each column the best value is
+marked (``best``) - the highest or lowest as the metric's ``higher_is_better`` says, ties all
+marked - when the column has at least two values of the same basis (peak memory: the same source)
+and a direction. Renderers (LaTeX, HTML, text) only lay these out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lm_eval_perf.report.console import fmt
+from lm_eval_perf.records.console import fmt
 from lm_eval_perf.report.efficiency import METRICS, RowEfficiency
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
@@ -23,6 +25,7 @@ class Header:
     label: str
     unit: str = ""  # metric name or physical unit, shown under the label
     higher_is_better: bool | None = None
+    settings: str = ""  # evaluation settings of an accuracy column: "3-shot, limit 10"
 
 
 @dataclass
@@ -30,6 +33,7 @@ class TableCell:
     value: float | None
     text: str
     best: bool = False
+    basis: str = ""  # what the value measures where a column mixes kinds (peak memory's source)
 
 
 @dataclass
@@ -55,7 +59,8 @@ def mark_best(rows: list[TableRow], headers: list[Header]) -> None:
     """Set ``best`` on the best cell(s) of every column (see the module docstring)."""
     for i, header in enumerate(headers):
         values = [r.cells[i].value for r in rows if r.cells[i].value is not None]
-        if header.higher_is_better is None or len(values) < 2:
+        bases = {r.cells[i].basis for r in rows if r.cells[i].value is not None}
+        if header.higher_is_better is None or len(values) < 2 or len(bases) > 1:
             continue
         best = max(values) if header.higher_is_better else min(values)
         for row in rows:
@@ -71,18 +76,22 @@ def _rows(study: Study, cells) -> list[TableRow]:
 
 
 def accuracy_columns(study: Study) -> list[Column]:
-    """The EfficientLLM benchmark columns (all six once one is present), then the other tasks."""
+    """The EfficientLLM benchmark columns (all six once one is present; a benchmark measured with
+    several settings has a column for each), then the other tasks."""
     present = study.columns_of(ACCURACY)
     if not any(c.benchmark is not None for c in present):
         return present
-    benchmarks = [Column(b.column, ACCURACY, i) for i, b in enumerate(BENCHMARKS)]
+    benchmarks = []
+    for i, bench in enumerate(BENCHMARKS):
+        benchmarks += [c for c in present if c.benchmark == i] or [Column(bench.column, ACCURACY, i)]
     return benchmarks + [c for c in present if c.benchmark is None]
 
 
 def _header(study: Study, column: Column) -> Header:
-    """The column's name, metric and direction (none when its cells disagree or do not say)."""
+    """The column's name, metric, direction (none when its cells disagree or do not say) and settings."""
     directions = {c.entry.higher_is_better for r in study.rows if (c := study.cell(r, column)) is not None}
-    return Header(column.key, study.metric_name(column), directions.pop() if len(directions) == 1 else None)
+    higher = directions.pop() if len(directions) == 1 else None
+    return Header(column.key, study.metric_name(column), higher, study.settings_text(column))
 
 
 def accuracy_table(study: Study) -> Table:
@@ -96,7 +105,8 @@ def accuracy_table(study: Study) -> Table:
     mark_best(rows, headers)
     return Table(
         "accuracy",
-        "Accuracy: each task's primary metric (best per column in bold; -- = not run or failed).",
+        "Accuracy: each task's primary metric, under it the settings it was measured with - results with "
+        "other settings are other columns (best per column in bold; -- = not run or failed).",
         headers,
         rows,
         with_ratio=any(r.compressed for r in study.rows),
@@ -111,7 +121,11 @@ def efficiency_table(study: Study, efficiency: dict[RowKey, RowEfficiency], base
         for metric in METRICS:
             value = efficiency[row].values.get(metric.key)
             shown = None if value is None else value * 100 if metric.percent else value
-            out.append(TableCell(value, fmt(shown, 1 if metric.percent else 3)))
+            text, basis = fmt(shown, 3 if metric.percent else 4), ""
+            if metric.key == "peak_memory_gib" and value is not None:
+                basis = efficiency[row].peak_memory_source or ""
+                text += f" ({basis})"
+            out.append(TableCell(value, text, basis=basis))
         return out
 
     rows = _rows(study, cells)
@@ -120,8 +134,9 @@ def efficiency_table(study: Study, efficiency: dict[RowKey, RowEfficiency], base
         "efficiency",
         "Efficiency per model and precision: AMU/PCU average GPU memory/compute utilization, AL average "
         "latency per batch, IT generated tokens/s, Decode the best decode rate of the throughput sweep, "
-        "AEC average power, energy per token, peak GPU memory, weights in memory, MCR against "
-        f"{baseline} (best per column in bold; -- = not measured).",
+        "AEC average power, energy per token, peak memory of the device the model ran on (alloc: CUDA "
+        "allocator, NVML: GPU device memory, RSS: host memory of a CPU run), weights in memory, MCR "
+        f"against {baseline} (best per column in bold; -- = not measured).",
         headers,
         rows,
         with_ratio=any(r.compressed for r in study.rows),

@@ -27,11 +27,16 @@ metric is the first of the task's ``metric_list`` (for a group, the first metric
 The throughput sweep (``perf_throughput``, recognised by its ``points_ok`` metric) and the ESD
 analysis (``esd``, by ``alpha_layers``) are measurements, not accuracy: they become columns of kind
 ``throughput`` / ``esd`` that the accuracy table leaves out.
+
+An accuracy column is also defined by the evaluation settings (:class:`Settings`): the few-shot count
+(lm-eval's ``n-shot``), ``--limit``, the batch size and the task's version. Results that differ in
+any of them are not comparable and land in different columns - ``BBH`` 0-shot and ``BBH`` 3-shot -
+never in one cell.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ACCURACY, THROUGHPUT, ESD = "accuracy", "throughput", "esd"
 _NOT_METRICS = frozenset({"alias", "name", "sample_len", "sample_count", "samples", " "})
@@ -58,16 +63,47 @@ BENCHMARKS = (
 
 
 @dataclass(frozen=True)
+class Settings:
+    """The settings an accuracy value was measured with (``None``: not recorded in the results file).
+
+    ``num_fewshot``: ``"3"``, or ``"0-3"`` for a group whose tasks differ; ``limit``: ``--limit`` (a
+    document count per task, or a fraction of the documents below 1); ``batch_size``: as given
+    (``"8"``, ``"auto"``); ``version``: the task's (or group's) version - its prompts and data.
+    """
+
+    num_fewshot: str | None = None
+    limit: float | None = None
+    batch_size: str | None = None
+    version: str | None = None
+
+    def parts(self) -> dict[str, str]:
+        """Each setting as shown in a table: ``{"num_fewshot": "3-shot", "limit": "limit 10", ...}``."""
+        return {
+            "num_fewshot": "n-shot ?" if self.num_fewshot is None else f"{self.num_fewshot}-shot",
+            "limit": "no limit" if self.limit is None else f"limit {self.limit:g}",
+            "batch_size": f"batch {self.batch_size or '?'}",
+            "version": f"version {self.version or '?'}",
+        }
+
+    def sort_key(self) -> tuple:
+        return tuple(str(v) for v in (self.num_fewshot, self.limit, self.batch_size, self.version))
+
+
+@dataclass(frozen=True)
 class Column:
-    """A column of the tables: a leaderboard benchmark or one task/group."""
+    """A column of the tables: a leaderboard benchmark or one task/group, and for accuracy the
+    settings its values were measured with (``None`` for measurement columns and for the empty
+    EfficientLLM columns no result has)."""
 
     key: str
     kind: str = ACCURACY
     benchmark: int | None = None  # position in BENCHMARKS
+    settings: Settings | None = None
 
     def sort_key(self) -> tuple:
         kinds = (ACCURACY, THROUGHPUT, ESD)
-        return (kinds.index(self.kind), self.benchmark is None, self.benchmark or 0, self.key)
+        settings = self.settings.sort_key() if self.settings else ()
+        return (kinds.index(self.kind), self.benchmark is None, self.benchmark or 0, self.key, settings)
 
 
 @dataclass(frozen=True)
@@ -101,6 +137,16 @@ def _pick(block: dict, metric: str) -> str | None:
     return f"{metric},none" if f"{metric},none" in keys else (keys[0] if keys else None)
 
 
+def _version(value) -> str | None:
+    """A task version as text: lm-eval writes ``1.0`` for tasks and ``"1.0"`` for groups."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 class ResultsIndex:
     """The tasks and groups of one results JSON, and their entries for the tables."""
 
@@ -111,6 +157,24 @@ class ResultsIndex:
         }
         self.configs: dict = data.get("configs") or {}
         self.higher: dict = data.get("higher_is_better") or {}
+        self.n_shot: dict = data.get("n-shot") if isinstance(data.get("n-shot"), dict) else {}
+        self.versions: dict = data.get("versions") if isinstance(data.get("versions"), dict) else {}
+        config = data.get("config") or {}
+        self.limit = number(config.get("limit"))
+        self.batch_size = None if config.get("batch_size") is None else str(config["batch_size"])
+
+    def settings(self, name: str) -> Settings:
+        """The settings task or group ``name`` was evaluated with."""
+        shots = self.n_shot.get(name)
+        if not isinstance(shots, int) or isinstance(shots, bool):
+            found = {n for leaf in self.leaves(name) if isinstance(n := self.n_shot.get(leaf), int)}
+            shots = None if not found else min(found) if len(found) == 1 else f"{min(found)}-{max(found)}"
+        return Settings(
+            num_fewshot=None if shots is None else str(shots),
+            limit=self.limit,
+            batch_size=self.batch_size,
+            version=_version(self.versions.get(name)),
+        )
 
     def members(self, name: str) -> tuple[str, ...]:
         """``name`` and everything below it."""
@@ -152,6 +216,8 @@ class ResultsIndex:
         return (none or keys or [None])[0]
 
     def _entry(self, column: Column, name: str, key: str | None) -> Entry:
+        if column.kind == ACCURACY:
+            column = replace(column, settings=self.settings(name))
         block = self.blocks.get(name) or {}
         metric = (key or "").partition(",")[0]
         higher = (self.higher.get(name) or {}).get(metric) if key else None

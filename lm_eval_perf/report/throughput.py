@@ -21,11 +21,11 @@ from pathlib import Path
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.monitor import Stats
+from lm_eval_perf.records.artifacts import THROUGHPUT as THROUGHPUT_FILE
 from lm_eval_perf.report.collect import Problem, Run, read_jsonl
 from lm_eval_perf.report.identity import RowKey, load_block, model_args
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import THROUGHPUT
-from lm_eval_perf.tasks.artifacts import THROUGHPUT as THROUGHPUT_FILE
 from lm_eval_perf.tasks.throughput.sweep import SweepOptions, digest
 
 LATENCIES = (("ttft_s", "s"), ("tpot_s", "s"), ("e2e_latency_s", "s"))

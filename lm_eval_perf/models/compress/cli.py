@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from lm_eval_perf.atomic import publish
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models import sources
 from lm_eval_perf.models.compress.checkpoints import save_compressed
@@ -33,7 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--svd-ratio", type=float, help="fraction of each layer's parameters kept, (0, 1]")
     size.add_argument("--svd-rank", type=int, help="fixed rank of every targeted layer")
     parser.add_argument("--svd-targets", default=DEFAULT_TARGETS, help="|-joined globs or re: regexes")
-    parser.add_argument("--svd-solver", default="exact", choices=list(SOLVERS))
+    parser.add_argument(
+        "--svd-solver",
+        default="exact",
+        choices=list(SOLVERS),
+        help="; ".join(f"{name}: {how}" for name, how in SOLVERS.items()) + " (default: exact)",
+    )
     parser.add_argument("--device", help="where the SVD runs (default: cuda when there is one)")
     parser.add_argument("--dtype", default="auto", help="dtype of the saved weights (default: the model's)")
     return parser
@@ -71,7 +77,7 @@ def main(argv: list[str]) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         save_compressed(model.cpu(), block, transformers.AutoTokenizer.from_pretrained(model_dir), staging)
-        staging.chmod(0o755)
+        publish(staging)  # mkdtemp and safetensors write privately (0700, 0600)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)

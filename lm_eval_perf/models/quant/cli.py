@@ -1,7 +1,10 @@
 """``lm-eval-perf quantize``: write an AWQ int4 checkpoint of a local model, calibrated on local text.
 
     lm-eval-perf quantize --method awq --model bundled:smollm2 --out DIR --bbh-dir /path/to/bbh \
-        [--group-size 128] [--samples 64] [--seq-len 512] [--device cuda] [--backend builtin]
+        [--group-size 128|64|32] [--samples 64] [--seq-len 512] [--device cuda] [--backend builtin]
+
+Without ``--group-size`` the largest of 128, 64 and 32 that divides the ``in_features`` of every
+quantized layer is used, and printed (SmolLM2-135M's hidden size 576 takes 64).
 
 ``--backend builtin`` (default) is :mod:`lm_eval_perf.models.quant.awq_search` - plain torch, runs on
 the GPU (or on CPU for small models). ``--backend autoawq`` runs the archived AutoAWQ package instead
@@ -24,13 +27,16 @@ from pathlib import Path
 import torch
 import transformers
 
+from lm_eval_perf.atomic import publish
 from lm_eval_perf.bbh import bbh_directory
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.models import sources
 from lm_eval_perf.models.quant.calibration import bbh_texts, token_blocks
 from lm_eval_perf.models.quant.kernels import require, version_of
+from lm_eval_perf.models.surgery import is_output_projection
 
 RECORD = "lm_eval_perf_quantize.json"
+GROUP_SIZES = (128, 64, 32)  # the AWQ GEMM format's group sizes, largest first
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,12 +45,50 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="local HF directory or bundled:smollm2")
     parser.add_argument("--out", required=True, help="new directory for the quantized checkpoint")
     parser.add_argument("--bbh-dir", help="BBH folder for calibration text (default $LM_EVAL_PERF_BBH_DIR)")
-    parser.add_argument("--group-size", type=int, default=128, help="columns per scale (default 128)")
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        choices=GROUP_SIZES,
+        help="input columns per scale (default: the largest of 128, 64, 32 that divides every "
+        "quantized layer's in_features)",
+    )
     parser.add_argument("--samples", type=int, default=64, help="calibration blocks (default 64)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per block (default 512)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
-    parser.add_argument("--backend", choices=["builtin", "autoawq"], default="builtin")
+    parser.add_argument(
+        "--backend",
+        choices=["builtin", "autoawq"],
+        default="builtin",
+        help="builtin (default): this project's plain-torch AWQ, llama-style layers; autoawq: the archived "
+        "AutoAWQ package (pip install --no-deps autoawq), other architectures too",
+    )
     return parser
+
+
+def quantized_in_features(model_dir: str) -> dict[str, int]:
+    """``in_features`` of every Linear but ``lm_head`` (the layers AWQ quantizes), read from a weightless
+    copy of the model built on the meta device: known before anything is loaded."""
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        skeleton = transformers.AutoModelForCausalLM.from_config(config)
+    return {
+        name: module.in_features
+        for name, module in skeleton.named_modules()
+        if isinstance(module, torch.nn.Linear) and not is_output_projection(name)
+    }
+
+
+def choose_group_size(in_features: dict[str, int], requested: int | None) -> int:
+    """``requested``, or the largest of :data:`GROUP_SIZES` that divides every layer's ``in_features``;
+    a one-line error naming the first layer it does not divide."""
+    for size in (requested,) if requested else GROUP_SIZES:
+        if not any(k % size for k in in_features.values()):
+            return size
+    size = requested or GROUP_SIZES[-1]
+    name, k = next((n, k) for n, k in in_features.items() if k % size)
+    fits = [g for g in GROUP_SIZES if not any(f % g for f in in_features.values())]
+    hint = f"; --group-size {fits[0]} divides every layer's" if fits else ""
+    raise UserInputError(f"--group-size {size} does not divide in_features {k} of {name}{hint}")
 
 
 def _staging(out: Path) -> Path:
@@ -95,8 +139,10 @@ def main(argv: list[str]) -> int:
     model_dir = sources.local_model_dir(
         args.model, "quantize", "needs trained weights: arch: models are random (use precision=int4 for them)"
     )
-    if args.group_size not in (32, 64, 128):
-        raise UserInputError(f"--group-size {args.group_size}: use 32, 64 or 128")
+    group_size = choose_group_size(quantized_in_features(model_dir), args.group_size)
+    if args.group_size is None:
+        print(f"group size {group_size}: the largest of 128, 64, 32 dividing every layer's in_features")
+    args.group_size = group_size
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("--device cuda: no CUDA GPU here; use --device cpu (slow beyond small models)")
@@ -119,7 +165,7 @@ def main(argv: list[str]) -> int:
             **details,
         }
         (staging / RECORD).write_text(json.dumps(record, indent=2))
-        staging.chmod(0o755)
+        publish(staging)  # mkdtemp and safetensors write privately (0700, 0600)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(staging, out)

@@ -55,15 +55,27 @@ def pareto_figure(
     title = f"Accuracy vs {xlabel}"
     fig, axes = panels(len(data), title)
     for ax, (column, pairs) in zip(axes, data.items()):
+        middle = sum(x for x, _ in pairs.values()) / len(pairs)
         for row, (x, y) in pairs.items():
             style = styles(series_label(row))
             ax.scatter([x], [y], label=series_label(row), color=style["color"], marker=style["marker"])
-            ax.annotate(row.label(), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            # labels point inwards (right of points left of the middle, left of the others) so that
+            # none runs off the panel
+            inwards = 1 if x <= middle else -1
+            ax.annotate(
+                row.label(),
+                (x, y),
+                fontsize=7,
+                xytext=(4 * inwards, 4),
+                textcoords="offset points",
+                ha="left" if inwards > 0 else "right",
+            )
+        ax.margins(x=0.2, y=0.2)
         higher = {h for _, h in _scored(study, column).values()}
         if len(higher) == 1 and None not in higher and len(pairs) > 1:
             front = pareto_front(list(pairs.values()), higher.pop())  # type: ignore[arg-type]
             ax.step(*zip(*front), where="post", linestyle="--", color="grey", linewidth=1)
-        ax.set_title(column.key, fontsize=9)
+        ax.set_title(study.title(column), fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(study.metric_name(column))
         ax.grid(alpha=0.3)
@@ -99,7 +111,7 @@ def ratio_figure(study: Study, styles: Styles) -> Plot | Skipped:
         positive = [y for y in ys if y > 0]
         if higher == {False} and len(positive) == len(ys) and max(ys) / min(ys) > 100:
             ax.set_yscale("log")
-        ax.set_title(column.key, fontsize=9)
+        ax.set_title(study.title(column), fontsize=9)
         ax.set_xlabel("compression ratio (fraction of parameters kept)")
         ax.set_ylabel(study.metric_name(column) + (" (lower is better)" if higher == {False} else ""))
         ax.grid(alpha=0.3)

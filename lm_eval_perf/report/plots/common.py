@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
 
@@ -18,19 +18,22 @@ from lm_eval_perf.report.identity import RowKey
 
 PANEL_W, PANEL_H = 4.2, 3.2
 MIN_WIDTH = 7.0  # inches: room for a legend below a single panel
+# Okabe & Ito's colour-blind-safe palette (Color Universal Design, 2008), yellow last: it is faint on white
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#F0E442")
 MARKERS = "osD^v<>ph*"
 LINESTYLES = ("-", "--", "-.", ":")  # overlapping series (e.g. bf16 and fp32 of one model) stay visible
 
 
 @dataclass(frozen=True)
 class Plot:
-    """A drawn figure: file stem, title, caption, and its PNG and PDF bytes."""
+    """A drawn figure: file stem, title, caption, its PNG and PDF bytes, and the figure itself."""
 
     name: str
     title: str
     caption: str
     png: bytes
     pdf: bytes
+    figure: Figure = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Skipped:
 
 
 class Styles:
-    """A fixed colour and marker per series label, the same in every figure of a report."""
+    """A fixed colour (from :data:`PALETTE`), marker and line style per series label, the same in every
+    figure of a report; beyond the palette's 8 colours the marker tells series apart."""
 
     def __init__(self, labels: Sequence[str]):
         self._index = {label: i for i, label in enumerate(dict.fromkeys(labels))}
@@ -50,8 +54,8 @@ class Styles:
     def __call__(self, label: str) -> dict:
         i = self._index.setdefault(label, len(self._index))
         return {
-            "color": f"C{i % 10}",
-            "marker": MARKERS[(i // 10) % len(MARKERS)],
+            "color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[(i // len(PALETTE)) % len(MARKERS)],
             "linestyle": LINESTYLES[i % len(LINESTYLES)],
         }
 
@@ -74,15 +78,19 @@ def panels(count: int, title: str, columns: int = 3) -> tuple[Figure, list]:
     return fig, axes[:count]
 
 
-def discrete_x(ax, values: Sequence[float], base: int = 2) -> None:
-    """An x axis for a grid of sizes (batch sizes, lengths): ticks at the values themselves, and
-    logarithmic when the positive values span a factor of 4 or more."""
+def discrete_x(ax, values: Sequence[float]) -> None:
+    """An x axis for a grid of sizes (batch sizes, generated lengths): logarithmic to base 2, ticks
+    labelled with the measured values themselves (and no others)."""
     positive = sorted({v for v in values if v > 0})
-    if positive and positive[-1] / positive[0] >= 4:
-        ax.set_xscale("log", base=base)
-    if 0 < len(positive) <= 12:
-        ax.set_xticks(positive, [f"{v:g}" for v in positive])
-        ax.minorticks_off()
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(positive, [f"{v:g}" for v in positive])
+    ax.minorticks_off()
+
+
+def single_value(values: Sequence[float]) -> float | None:
+    """The value when ``values`` hold only one distinct value (nothing to draw a line over), else None."""
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 def render(fig: Figure, name: str, title: str, caption: str) -> Plot:
@@ -90,7 +98,7 @@ def render(fig: Figure, name: str, title: str, caption: str) -> Plot:
     png, pdf = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
     fig.savefig(pdf, format="pdf")
-    return Plot(name, title, caption, png.getvalue(), pdf.getvalue())
+    return Plot(name, title, caption, png.getvalue(), pdf.getvalue(), fig)
 
 
 def legend(fig: Figure, axes: list) -> None:

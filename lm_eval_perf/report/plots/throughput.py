@@ -10,7 +10,9 @@
 * ``energy_per_token`` - J per generated token vs batch size.
 
 Only measured points (status ``ok``) are drawn; out-of-memory and skipped points are counted in the
-caption.
+caption. Batch size and generated length are drawn on base-2 logarithmic axes whose ticks are the
+measured values. A figure whose x axis would hold a single measured value (a sweep over one
+generated length has no line against it) is not drawn; the report says so.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lm_eval_perf.batch.names import slug
+from lm_eval_perf.records.names import slug
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.plots.common import (
     Plot,
@@ -30,6 +32,7 @@ from lm_eval_perf.report.plots.common import (
     panels,
     render,
     series_label,
+    single_value,
 )
 from lm_eval_perf.report.throughput import SweepPoint
 
@@ -77,6 +80,11 @@ def _why_empty(points: Points, field: str) -> str:
     return f"no measured point has {field}"
 
 
+def _single_reason(x_axis: str, value: float) -> str:
+    what = "batch size" if x_axis == "batch_size" else "generated length"
+    return f"only one {what} ({value:g}) was measured: no line to draw against it (sweep two or more)"
+
+
 def sweep_figure(
     points: Points, styles: Styles, label: Callable[[RowKey], str], x_axis: str, chart: Chart
 ) -> Plot | Skipped:
@@ -90,6 +98,9 @@ def sweep_figure(
                 facets[getattr(p, other)][row].append((getattr(p, x_axis), y))
     if not facets:
         return Skipped(chart.name, _why_empty(points, chart.field))
+    only = single_value([x for facet in facets.values() for pairs in facet.values() for x, _ in pairs])
+    if only is not None:
+        return Skipped(chart.name, _single_reason(x_axis, only))
     fig, axes = panels(len(facets), chart.title)
     for ax, facet in zip(axes, sorted(facets)):
         xs = []
@@ -116,6 +127,9 @@ def _latency_figure(points: Points, styles: Styles) -> Plot | Skipped:
     metrics = [("ttft_s.p50", "TTFT p50 (s)"), ("tpot_s.p50", "TPOT p50 (s)")]
     if not any(p.value(k) is not None for found in longest.values() for p in found for k, _ in metrics):
         return Skipped(name, _why_empty(points, "ttft_s"))
+    only = single_value([p.batch_size for found in longest.values() for p in found])
+    if only is not None:
+        return Skipped(name, _single_reason("batch_size", only))
     fig, axes = panels(2, title)
     for ax, (key, ylabel) in zip(axes, metrics):
         xs = []

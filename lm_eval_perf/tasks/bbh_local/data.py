@@ -18,6 +18,12 @@ from lm_eval_perf.bbh import bbh_directory
 from lm_eval_perf.errors import UserInputError
 
 
+def check_inputs(metadata: dict) -> None:
+    """The group's check before the model loads (see :data:`lm_eval_perf.registration.INPUT_CHECKS`):
+    the BBH folder of ``metadata`` (``bbh_dir``) or of ``$LM_EVAL_PERF_BBH_DIR`` must exist."""
+    bbh_directory(metadata.get("bbh_dir"))
+
+
 def load(bbh_subset: str, bbh_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
     """lm-eval ``custom_dataset`` hook: the ``test`` split of one BBH subset."""
     path = bbh_directory(bbh_dir) / f"{bbh_subset}.json"

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 
-from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.batch.layout import check_writable
+from lm_eval_perf.atomic import check_writable, write_atomic
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.tasks.artifacts import ESD_LAYERS
+from lm_eval_perf.records.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import records
 from lm_eval_perf.tasks.esd.adapter import open_adapter
 from lm_eval_perf.tasks.esd.checkpoint import open_checkpoint

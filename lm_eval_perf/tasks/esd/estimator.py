@@ -89,7 +89,7 @@ class ESDOptions:
     eig_dtype: str = "float64"  # of the Gram matrices and their eigenvalues (see .spectrum: accuracy)
     batch_gib: float = ESD_BATCH_GIB  # device memory (GiB) one stacked batch of same-shape matrices may use
     eig_streams: int = 1  # batches solved concurrently on CUDA side streams (see .streams)
-    eig_solver: str = "torch"  # "cusolver_batched": one cuSOLVER call per batch (see .cusolver; unproven)
+    eig_solver: str = "auto"  # auto | torch | cusolver_batched (see spectrum.gram_eigenvalues)
 
     def __post_init__(self) -> None:
         if self.fix_fingers not in (None, *powerlaw.FIX_FINGERS):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lm_eval_perf.atomic import write_atomic
-from lm_eval_perf.monitor.stats import Stats, percentile
-from lm_eval_perf.tasks.artifacts import ESD_LAYERS
+from lm_eval_perf.records.artifacts import ESD_LAYERS
+from lm_eval_perf.records.stats import Stats, percentile
 from lm_eval_perf.tasks.esd.estimator import COLUMNS, ESDResult
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lm_eval_perf.errors import UserInputError
-from lm_eval_perf.tasks.artifacts import ESD_LAYERS
+from lm_eval_perf.records.artifacts import ESD_LAYERS
 from lm_eval_perf.tasks.esd import records
 from lm_eval_perf.tasks.esd.estimator import ESDOptions, analyze
 from lm_eval_perf.tasks.options import boolean_option

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.model_args import model_arg_names
 from lm_eval_perf.models.forward_call import ForwardCall
-from lm_eval_perf.tasks.artifacts import FORWARD
+from lm_eval_perf.records.artifacts import FORWARD
 from lm_eval_perf.tasks.forward.inputs import ForwardInputs
 from lm_eval_perf.tasks.forward.measure import measure_point
 from lm_eval_perf.tasks.forward.options import TASK, ForwardOptions, Point, point_key

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.model_args import model_arg_names
-from lm_eval_perf.tasks.artifacts import THROUGHPUT
+from lm_eval_perf.records.artifacts import THROUGHPUT
 from lm_eval_perf.tasks.sweeps.identity import model_identity
 from lm_eval_perf.tasks.sweeps.loop import Sweep, run_sweep
 from lm_eval_perf.tasks.sweeps.summary import Summary

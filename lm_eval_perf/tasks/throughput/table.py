@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lm_eval_perf.report.console import fmt, markdown_table
+from lm_eval_perf.records.console import fmt, markdown_table
 
 HEADER = [
     "bs",
@@ -47,12 +47,12 @@ def render(records: Sequence[dict]) -> str:
             r.get("decode_path") or "",
             fmt(_p50(r, "ttft_s")),
             fmt(_p50(r, "tpot_s", 1e3)),
-            fmt(r.get("decode_tokens_per_s"), 1),
-            fmt(r.get("prefill_tokens_per_s"), 1),
+            fmt(r.get("decode_tokens_per_s")),
+            fmt(r.get("prefill_tokens_per_s")),
             fmt(_p50(r, "e2e_latency_s")),
             fmt(r.get("peak_memory_allocated_gib")),
             fmt(r.get("energy_per_token_j")),
-            fmt(r.get("avg_power_w"), 1),
+            fmt(r.get("avg_power_w")),
             fmt(r.get("prefill_mfu")),
             fmt(r.get("decode_mbu")),
             _limit(r),

@@ -1,17 +1,27 @@
-"""The short efficiency table printed after lm-eval's own tables."""
+"""The short efficiency table printed after lm-eval's own tables, and the number format of every
+table this project prints or writes."""
 
 from __future__ import annotations
 
+import math
 
-def fmt(value, digits: int = 3) -> str:
-    """A number in a table cell: ``--`` for missing, compact otherwise."""
+SIGNIFICANT = 4
+
+
+def fmt(value, significant: int = SIGNIFICANT) -> str:
+    """A number in a table cell with ``significant`` significant figures (4 by default): ``--`` for
+    missing, integers (counts) exact, ``0.002345``, ``1833``, ``0.1667``; below 1e-4 and from 1e6 on in
+    scientific notation (``1.300e-06``). Trailing zeros are kept: they say how precise the figure is."""
     if value is None:
         return "--"
     if isinstance(value, int):
         return str(value)
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.{digits}g}"
-    return f"{value:.{digits}f}"
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude < -4 or magnitude >= 6:
+        return f"{value:.{significant - 1}e}"
+    return f"{value:.{max(significant - 1 - magnitude, 0)}f}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -38,14 +48,14 @@ def render_efficiency(record: dict) -> str:
                 fmt(block.get("al_s")),
                 fmt(latency.get("p90")),
                 fmt(latency.get("p99")),
-                fmt(rate, 1),
+                fmt(rate),
                 fmt((block.get("ttft_s") or {}).get("p50")),
                 fmt((block.get("tpot_s") or {}).get("p50")),
-                fmt(block.get("energy_j"), 1),
+                fmt(block.get("energy_j")),
                 fmt(block.get("energy_per_token_j")),
                 fmt(window.get("amu")),
                 fmt(window.get("pcu")),
-                fmt(window.get("aec_w"), 1),
+                fmt(window.get("aec_w")),
                 fmt(block.get("mfu")),
                 fmt(block.get("mbu")),
             ]
@@ -61,11 +71,11 @@ def render_efficiency(record: dict) -> str:
             "",
             "",
             "",
-            fmt(overall.get("energy_j"), 1),
+            fmt(overall.get("energy_j")),
             "",
             fmt(overall.get("amu")),
             fmt(overall.get("pcu")),
-            fmt(overall.get("aec_w"), 1),
+            fmt(overall.get("aec_w")),
             "",
             "",
         ]
@@ -73,19 +83,19 @@ def render_efficiency(record: dict) -> str:
     header = [
         "kind",
         "batches",
-        "AL s",
-        "p90 s",
-        "p99 s",
+        "AL (s)",
+        "p90 (s)",
+        "p99 (s)",
         "tok/s",
-        "TTFT s",
-        "TPOT s",
-        "energy J",
+        "TTFT p50 (s)",
+        "TPOT p50 (s)",
+        "energy (J)",
         "J/tok",
-        "AMU",
-        "PCU",
-        "AEC W",
-        "MFU",
-        "MBU",
+        "AMU (0-1)",
+        "PCU (0-1)",
+        "AEC (W)",
+        "MFU (0-1)",
+        "MBU (0-1)",
     ]
     device = (record.get("provenance") or {}).get("gpu_name") or "cpu (GPU metrics: --)"
     return (

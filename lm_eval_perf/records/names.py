@@ -43,10 +43,16 @@ def folder_name(value: str, where: str) -> str:
     return value
 
 
-def local_path(path: str, base: Path) -> str:
-    """``./x``, ``../x`` (relative to ``base``) and ``~/x`` as absolute paths; anything else unchanged."""
+def local_path(path: str, base: Path, where: str) -> str:
+    """``./x``, ``../x`` (relative to ``base``), ``~/x`` and ``/x`` as absolute paths, which must exist
+    (else a one-line error naming ``where``); anything else (hub ids, ``arch:``, ``bundled:``) unchanged."""
     if path.startswith(("./", "../")):
-        return str((base / path).resolve())
-    if path.startswith("~"):
-        return str(Path(path).expanduser())
-    return path
+        resolved = (base / path).resolve()
+    elif path.startswith(("~", "/")):
+        resolved = Path(path).expanduser()
+    else:
+        return path
+    if not resolved.exists():
+        shown = "" if str(resolved) == path else f" ({resolved})"
+        raise UserInputError(f"{where}: local path {path}{shown} does not exist")
+    return str(resolved)
