@@ -61,7 +61,7 @@ from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.plugins import is_plugin_request, plugin_name, run_plugin
-from lm_eval_perf.records.efficiency import validate_if_asked
+from lm_eval_perf.records.efficiency import RUN_DEVICE, validate_if_asked
 
 install_excepthook()
 
@@ -82,14 +82,21 @@ def _check_output_path(path: str) -> None:
     check_writable(target if target.suffix != ".json" else target.parent, "--output_path")
 
 
-def _one_device(model_args: dict, additional_config: dict | None) -> None:
+def _check_device(model_args: dict, additional_config: dict | None) -> None:
     """lm-eval passes its own ``device`` (``--device``, default ``cuda:0``) beside the model
-    arguments, so ``device=`` in ``--model_args`` would reach the constructor twice."""
+    arguments, so ``device=`` in ``--model_args`` would reach the constructor twice. And HFLM takes
+    a bare ``cuda`` as given even where torch has no CUDA (``cuda:0`` falls back to the CPU), which
+    would end in a traceback when the model is moved: a one-line error instead."""
     given = (additional_config or {}).get("device")
     if "device" in model_args and given is not None:
         raise UserInputError(
             f"device={model_args['device']} in --model_args collides with lm-eval's own device argument "
             f"(it passes --device, default cuda:0, to every model): use --device {model_args['device']}"
+        )
+    if given == "cuda" and not model_args.get("parallelize") and not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine; use --device cpu "
+            "(or leave --device out: the model then runs on a GPU where there is one, else on the CPU)"
         )
 
 
@@ -111,12 +118,12 @@ class PerfHFLM(HFLM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
         from lm_eval.utils import simple_parse_args_string
 
-        _one_device(simple_parse_args_string(arg_string), additional_config)
+        _check_device(simple_parse_args_string(arg_string), additional_config)
         return super().create_from_arg_string(arg_string, additional_config)
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
-        _one_device(arg_dict, additional_config)
+        _check_device(arg_dict, additional_config)
         return super().create_from_arg_obj(arg_dict, additional_config)
 
     def __init__(
@@ -532,6 +539,7 @@ class PerfHFLM(HFLM):
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["efficiency"] = self.finish_measurement()
+        info[RUN_DEVICE] = str(self.device)
         if self.artifacts:
             info["lm_eval_perf_artifacts"] = dict(self.artifacts)
         return info

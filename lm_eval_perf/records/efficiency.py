@@ -34,6 +34,10 @@ SCHEMA = f"{PREFIX}{MAJOR}"
 READABLE = (1, 2)  # majors the report reads
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 VALIDATE_ENV = "LM_EVAL_PERF_VALIDATE"
+# ``config.<RUN_DEVICE>`` of every results JSON perf-hf (and ``lm-eval-perf esd``) writes: the torch
+# device the model ran on (``cpu``, ``cuda:0``) - also for a run of plugin tasks only, which has no
+# record (lm-eval's own ``config.device`` is the device asked for, which HFLM may have fallen back from)
+RUN_DEVICE = "lm_eval_perf_device"
 
 Fraction = Annotated[float | None, "fraction, 0 to 1"]
 Reasons = Annotated[dict[str, str], "figure -> why it is null"]

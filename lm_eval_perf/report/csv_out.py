@@ -1,7 +1,7 @@
 """The CSV outputs: tidy ``benchmark_results.csv``, ``benchmark_results_wide.csv`` and
 ``summary_statistics.csv``.
 
-Tidy: one row per (model, precision, ratio, task, metric) of every winning cell - the cell's task
+Tidy: one row per (model, precision, ratio, device, task, metric) of every winning cell - the cell's task
 or group and every task below it, each metric it reports - plus the cell's MCR and the row's
 efficiency figures (task ``(efficiency)``; ``basis``: the source of the peak memory - alloc, NVML or
 RSS). ``column`` is the table column the row belongs to and
@@ -9,7 +9,9 @@ RSS). ``column`` is the table column the row belongs to and
 settings), ``primary`` marks the value shown in the table, ``source`` the results file (relative to
 the results directory). Numbers are written in full precision (``repr``); missing values are empty.
 
-Wide: one row per (model, precision, ratio): each table column's primary metric (header: column,
+``device`` is empty unless the results hold several devices (see :mod:`.identity`).
+
+Wide: one row per (model, precision, ratio, device): each table column's primary metric (header: column,
 metric and settings - ``BBH (acc_norm; 3-shot, limit 10)``), then the efficiency figures, headers
 with units.
 """
@@ -30,6 +32,7 @@ TIDY_COLUMNS = (
     "model",
     "precision",
     "ratio",
+    "device",
     "column",
     "num_fewshot",
     "limit",
@@ -108,7 +111,7 @@ def to_csv(columns, rows: list[dict]) -> str:
 def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dict]:
     out = []
     for row in study.rows:
-        ident = {"model": row.model, "precision": row.precision, "ratio": row.ratio}
+        ident = {"model": row.model, "precision": row.precision, "ratio": row.ratio, "device": row.device}
         for column in study.columns:
             cell = study.cell(row, column)
             if cell is None:
@@ -174,7 +177,7 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
 
 def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[str], list[dict]]:
     columns = accuracy_columns(study)
-    headers = ["model", "precision", "ratio"]
+    headers = ["model", "precision", "ratio", "device"]
     names = {}
     for column in columns:
         detail = "; ".join(filter(None, (study.metric_name(column), study.settings_text(column))))
@@ -186,7 +189,12 @@ def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[st
     headers += list(units.values())
     rows = []
     for row in study.rows:
-        record: dict = {"model": row.model, "precision": row.precision, "ratio": row.ratio}
+        record: dict = {
+            "model": row.model,
+            "precision": row.precision,
+            "ratio": row.ratio,
+            "device": row.device,
+        }
         for column in columns:
             cell = study.cell(row, column)
             record[names[column]] = cell.entry.value if cell else None
