@@ -166,6 +166,8 @@ class ModelShape(TypedDict):
     lm_head_tied: bool | None
     compute_dtype: str | None
     notes: Annotated[dict[str, str], "what the figures derived from this shape estimate, and why"]
+    bidirectional: Annotated[bool, "every position attends to every key of its row (an encoder)"]
+    head_pooled: Annotated[bool, "the output head is a classification head run once per row (pooled)"]
 
 
 class Peaks(TypedDict):
