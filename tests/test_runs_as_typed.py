@@ -166,3 +166,28 @@ def test_device_in_model_args_is_one_line_naming_the_device_flag(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("lm-eval-perf: error:")]
     assert len(lines) == 1 and "use --device cpu" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_device_cuda_where_torch_has_no_cuda_is_one_line_naming_the_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda runs")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "perf-hf",
+        "--model_args",
+        "pretrained=arch:tiny-llama",
+    ]
+    command += ["--tasks", "perplexity_local", "--device", "cuda", "--output_path", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lm-eval-perf: error:")]
+    assert len(lines) == 1 and "--device cuda: torch" in lines[0] and "use --device cpu" in lines[0], (
+        proc.stderr[-2000:]
+    )
+    assert "Traceback" not in proc.stderr and not out.exists()
