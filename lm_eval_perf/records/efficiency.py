@@ -306,7 +306,20 @@ def _unwrap_not_required(hint: Any) -> Any:
 
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of :class:`EfficiencyRecord`, from the classes above."""
-    classes = [Stats, Window, Kind, Excluded, Overall, TaskShare, ModelShape, Peaks, Provenance, Rank, Head, Load]
+    classes = [
+        Stats,
+        Window,
+        Kind,
+        Excluded,
+        Overall,
+        TaskShare,
+        ModelShape,
+        Peaks,
+        Provenance,
+        Rank,
+        Head,
+        Load,
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA,
