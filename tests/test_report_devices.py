@@ -211,7 +211,7 @@ def test_the_default_outputs_include_the_pdf(two_devices):
 
 
 def test_one_device_gets_no_device_table_figure_or_column(two_devices, tmp_path):
-    _, report = process(two_devices.results / "cpu", tmp_path, progress=False, formats=["csv", "txt"])
+    _, report = process(two_devices.results / "cpu", tmp_path, progress=False, formats=["csv", "txt", "html"])
     assert report.devices == [] and not report.accuracy.with_device
     assert [r.device for r in report.efficiency.rows] == [""]
     names = [f.name for f in report.figures] + [s["name"] for s in report.skipped]
