@@ -10,6 +10,7 @@ wrong way round shows.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -121,6 +122,9 @@ def test_each_device_is_a_row_of_the_tables(two_devices):
         assert {r.precision for r in shown.rows} == {"bfloat16"}
     html = (two_devices.tables / "report.html").read_text()
     assert "CPU and GPU side by side" in html and "<th>Device</th>" in html
+    for name in ("benchmark_results.csv", "benchmark_results_wide.csv"):
+        with open(two_devices.tables / name, newline="") as handle:
+            assert {row["device"] for row in csv.DictReader(handle)} == {"cpu", "cuda"}, name
 
 
 def test_the_forward_table_gives_cpu_and_gpu_samples_per_s_and_the_speed_up(two_devices):
@@ -218,7 +222,7 @@ def test_one_device_gets_no_device_table_figure_or_column(two_devices, tmp_path)
     assert names and not [n for n in names if n.startswith("device_")]
     assert report.problems == []  # the forward sweep is not read as a throughput sweep with no records
     tidy = (tmp_path / "benchmark_results.csv").read_text().splitlines()
-    assert tidy[0].startswith("model,precision,ratio,device,") and all(",1.0,," in line for line in tidy[1:])
+    assert tidy[0].endswith(",source,device") and all(line.endswith(",") for line in tidy[1:])  # no device
     assert "side by side" not in (tmp_path / "benchmark_report.txt").read_text()
 
 

@@ -9,7 +9,8 @@ RSS). ``column`` is the table column the row belongs to and
 settings), ``primary`` marks the value shown in the table, ``source`` the results file (relative to
 the results directory). Numbers are written in full precision (``repr``); missing values are empty.
 
-``device`` is empty unless the results hold several devices (see :mod:`.identity`).
+``device`` (the last column of both files, so that the others keep their places) is empty unless the
+results hold several devices (see :mod:`.identity`).
 
 Wide: one row per (model, precision, ratio, device): each table column's primary metric (header: column,
 metric and settings - ``BBH (acc_norm; 3-shot, limit 10)``), then the efficiency figures, headers
@@ -32,7 +33,6 @@ TIDY_COLUMNS = (
     "model",
     "precision",
     "ratio",
-    "device",
     "column",
     "num_fewshot",
     "limit",
@@ -48,6 +48,7 @@ TIDY_COLUMNS = (
     "higher_is_better",
     "primary",
     "source",
+    "device",
 )
 SUMMARY_COLUMNS = (
     "model",
@@ -177,7 +178,7 @@ def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dic
 
 def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[str], list[dict]]:
     columns = accuracy_columns(study)
-    headers = ["model", "precision", "ratio", "device"]
+    headers = ["model", "precision", "ratio"]
     names = {}
     for column in columns:
         detail = "; ".join(filter(None, (study.metric_name(column), study.settings_text(column))))
@@ -186,7 +187,7 @@ def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[st
     units = {
         m.key: f"{m.label} ({'fraction' if m.percent else m.unit})" if m.unit else m.label for m in METRICS
     }
-    headers += list(units.values())
+    headers += [*units.values(), "device"]
     rows = []
     for row in study.rows:
         record: dict = {
