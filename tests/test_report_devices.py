@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -206,6 +207,19 @@ def test_the_pdf_opens_and_holds_the_tables_numbers(two_devices, tmp_path, engin
     numbers += [c.text for r in report.accuracy.rows for c in r.cells]
     assert len(numbers) >= 9 and all(n in text for n in numbers), (numbers, text[:2000])
     assert "bfloat16" in text and "Speed-up over the CPU" in text
+
+
+def test_the_latex_tables_with_the_device_tables_compile(two_devices, tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (scripts/setup.sh --test installs texlive with apt)")
+    tex = (two_devices.tables / "benchmark_table.tex").read_text()
+    assert r"\label{tab:devices_forward}" in tex and r"\label{tab:devices_evaluation}" in tex
+    (tmp_path / "t.tex").write_text(tex)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
 
 
 def test_the_default_outputs_include_the_pdf(two_devices):

@@ -66,7 +66,9 @@ def _headers(devices: list[str], unit: str) -> list[Header]:
     return headers
 
 
-def _forward_cells(points: dict[str, SweepPoint | None], devices: list[str]) -> list[TableCell]:
+def _forward_cells(points: dict[str, SweepPoint], devices: list[str]) -> list[TableCell]:
+    """One point's cells: samples/s on the CPU, then on each device and its speed-up."""
+
     def shown(point: SweepPoint | None) -> TableCell:
         if point is None:
             return TableCell(None, "--")
@@ -76,9 +78,9 @@ def _forward_cells(points: dict[str, SweepPoint | None], devices: list[str]) -> 
     cpu = points.get(CPU)
     cells = [shown(cpu)]
     for device in devices:
-        mine = points.get(device)
-        both_ok = cpu is not None and mine is not None and cpu.status == mine.status == "ok"
-        gain = ratio(mine.value("samples_per_s"), cpu.value("samples_per_s")) if both_ok else None  # type: ignore[union-attr]
+        mine, gain = points.get(device), None
+        if cpu is not None and mine is not None and cpu.status == mine.status == "ok":
+            gain = ratio(mine.value("samples_per_s"), cpu.value("samples_per_s"))
         cells += [shown(mine), TableCell(gain, fmt(gain))]
     return cells
 
@@ -95,7 +97,7 @@ def forward_table(found: dict[RowKey, Group], forward: dict[RowKey, list[SweepPo
         for (length, batch), points in sorted(by_point.items()):
             first = not rows or rows[-1].model != key.model
             item = f"seq {length}, batch {batch}"
-            rows.append(table_row(key, _forward_cells(points, devices), first, item))  # type: ignore[arg-type]
+            rows.append(table_row(key, _forward_cells(points, devices), first, item))
     if not rows:
         return None
     return Table(

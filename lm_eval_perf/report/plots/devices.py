@@ -55,7 +55,10 @@ def _speedup_facets(found: dict[RowKey, Group], points: Points, field: str) -> F
     return facets
 
 
-def _speedup(found: dict[RowKey, Group], points: Points, styles: Styles, kind: SweepKind, chart: Chart):
+def _speedup(
+    found: dict[RowKey, Group], points: Points, styles: Styles, kind: SweepKind, chart: Chart
+) -> Plot | Skipped:
+    """``chart.field`` on each device ÷ on the CPU, per batch size (see the module docstring)."""
     facets = _speedup_facets(found, points, chart.field)
     empty = f"no {kind.artifact.filename} point measured on the CPU and on another device at one batch size"
     title = lambda length: f"{kind.length_name} {length}"  # noqa: E731

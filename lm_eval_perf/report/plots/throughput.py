@@ -75,16 +75,9 @@ def _why_empty(points: Points, field: str) -> str:
 
 
 def sweep_figure(
-    points: Points,
-    styles: Styles,
-    label: Callable[[RowKey], str],
-    x_axis: str,
-    chart: Chart,
-    length_name: str = "generated length",
-    log_y: bool = False,
+    points: Points, styles: Styles, label: Callable[[RowKey], str], x_axis: str, chart: Chart
 ) -> Plot | Skipped:
-    """Panels per the other axis (the length for x = batch size and vice versa), a line per series;
-    ``length_name``: the sweep's length axis in words."""
+    """Panels per the other axis (generated length for x = batch size and vice versa), a line per series."""
     other = "length" if x_axis == "batch_size" else "batch_size"
     facets: Facets = defaultdict(lambda: defaultdict(list))
     for row, found in _ok(points).items():
@@ -92,8 +85,8 @@ def sweep_figure(
             y = p.value(chart.field)
             if y is not None:
                 facets[getattr(p, other)][label(row)].append((getattr(p, x_axis), y))
-    what = length_name if other == "length" else "batch size"
-    x = BATCH_AXIS if x_axis == "batch_size" else ("generated tokens per sequence", length_name)
+    what = "generated length" if other == "length" else "batch size"
+    x = BATCH_AXIS if x_axis == "batch_size" else ("generated tokens per sequence", "generated length")
     return facet_figure(
         facets,
         styles,
@@ -101,7 +94,6 @@ def sweep_figure(
         lambda facet: f"{what} {facet}",
         x,
         _why_empty(points, chart.field),
-        log_y=log_y,
     )
 
 
