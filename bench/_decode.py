@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from lm_eval_perf.records.artifacts import THROUGHPUT
+from lm_eval_perf.tasks.sweeps.store import ResultsFile
 from lm_eval_perf.tasks.throughput import runner
-from lm_eval_perf.tasks.throughput.store import ResultsFile
 
 
 def load(pretrained: str, device: str, batch_size: int = 1, **model_args):

@@ -42,9 +42,9 @@ from bench._out import save
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.records.artifacts import THROUGHPUT
 from lm_eval_perf.records.console import fmt, markdown_table
+from lm_eval_perf.tasks.sweeps.oom import release_memory
+from lm_eval_perf.tasks.sweeps.store import ResultsFile
 from lm_eval_perf.tasks.throughput import runner
-from lm_eval_perf.tasks.throughput.oom import release_memory
-from lm_eval_perf.tasks.throughput.store import ResultsFile
 from lm_eval_perf.tasks.throughput.sweep import Point, SweepOptions, digest
 
 GOAL_MBU = 0.70

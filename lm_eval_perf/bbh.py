@@ -20,13 +20,13 @@ def default_directory() -> str:
     return os.environ.get(ENV) or str(Path("..") / "shared" / "data" / "bbh")
 
 
-def bbh_directory(bbh_dir: str | None = None) -> Path:
-    """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error if missing."""
+def bbh_directory(bbh_dir: str | None = None, needed_by: str = "leaderboard_bbh_local") -> Path:
+    """The BBH directory from the argument or ``$LM_EVAL_PERF_BBH_DIR``; one-line error (naming what
+    ``needed_by`` it) if missing."""
     directory = bbh_dir or os.environ.get(ENV)
     if not directory:
         raise UserInputError(
-            'leaderboard_bbh_local needs the BBH directory: --metadata \'{"bbh_dir": "PATH"}\' '
-            f"or {ENV}=PATH"
+            f'{needed_by} needs the BBH directory: --metadata \'{{"bbh_dir": "PATH"}}\' or {ENV}=PATH'
         )
     path = Path(directory).expanduser()
     if not path.is_dir():

@@ -18,6 +18,8 @@ PERF_HF_ARGS = (
     "peak_bandwidth",
     "artifacts_dir",
     "generation_backend",
+    "head",
+    "label_map",
 )
 # precision and compression arguments, taken by :class:`lm_eval_perf.models.plan.LoadPlan`
 PLAN_ARGS = (

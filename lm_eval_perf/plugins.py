@@ -1,11 +1,11 @@
 """The plugin-task protocol, on the ground floor: how a plugin request is recognised and carried out.
 
-A plugin task (``perf_throughput``, ``esd``; :mod:`lm_eval_perf.tasks.plugin`) is an lm-eval task
-whose single ``generate_until`` request carries ``{PLUGIN_KEY: {"plugin": name, "options": {...}}}``
-in its generation kwargs. ``perf-hf`` recognises the key and calls the plugin's runner
-(:data:`RUNNERS`, imported only when called) with itself and the options instead of generating; the
-runner returns a JSON object ``{"metrics": {name: number}, "higher_is_better": {name: bool}, ...}``.
-The model side imports this module, never the tasks: the runners are named by string.
+A plugin task (``perf_throughput``, ``perf_forward``, ``esd``; :mod:`lm_eval_perf.tasks.plugin`) is an
+lm-eval task whose single ``generate_until`` request carries ``{PLUGIN_KEY: {"plugin": name,
+"options": {...}}}`` in its generation kwargs. ``perf-hf`` recognises the key and calls the plugin's
+runner (:data:`RUNNERS`, imported only when called) with itself and the options instead of
+generating; the runner returns a JSON object ``{"metrics": {name: number}, "higher_is_better":
+{name: bool}, ...}``. The model side imports this module, never the tasks: the runners are named by string.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lm_eval_perf.errors import UserInputError
 PLUGIN_KEY = "lm_eval_perf_plugin"
 RUNNERS = {
     "perf_throughput": "lm_eval_perf.tasks.throughput.runner:run",
+    "perf_forward": "lm_eval_perf.tasks.forward.runner:run",
     "esd": "lm_eval_perf.tasks.esd.runner:run",
 }
 

@@ -77,6 +77,30 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def labelled_csv(tmp_path_factory) -> Path:
+    """A held-out labelled set (text,label) of the classifiers' generated examples: 60 rows, 3 labels."""
+    from tests.classifiers import examples, write_csv
+
+    return write_csv(tmp_path_factory.mktemp("labelled") / "intents.csv", examples(60, seed=1))
+
+
+@pytest.fixture(scope="session")
+def trained_classifier_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A Qwen2-shaped sequence classifier trained for a few CPU steps on the generated set."""
+    from tests.classifiers import train_decoder_classifier
+
+    return train_decoder_classifier(tmp_path_factory.mktemp("classifier"), smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory) -> Path:
+    """A DistilBERT-shaped classifier (random weights, NEGATIVE/POSITIVE) with a WordPiece tokenizer."""
+    from tests.classifiers import encoder_classifier
+
+    return encoder_classifier(tmp_path_factory.mktemp("encoder"), {0: "NEGATIVE", 1: "POSITIVE"})
+
+
 TINY_TASK = """task: batch_tiny
 dataset_path: json
 dataset_kwargs:

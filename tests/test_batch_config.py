@@ -73,6 +73,19 @@ tasks:
         (GOOD + "slurm: {sbatch: {mem: 4G}}\n", "slurm.sbatch.mem: use slurm.mem_gb"),
         (GOOD + "slurm: {sbatch: {exclusive: false}}\n", "slurm.sbatch.exclusive: expected a string"),
         (GOOD + "slurm: [gpu]\n", "slurm: expected a mapping, got list"),
+        (GOOD + "devices: [cpu, gpu]\n", "devices[1]: unknown device 'gpu' (did you mean 'cuda'?)"),
+        (GOOD + "devices: [cuda:1]\n", "devices[0]: 'cuda:1': use cuda (batch_eval gives each job its GPUs"),
+        (GOOD + "devices: [cpu, cpu]\n", "devices[1]: 'cpu' is listed twice"),
+        (
+            GOOD.replace(
+                "  - arch:tiny-llama", "  - {pretrained: arch:tiny-llama, model_args: {device: cpu}}"
+            ),
+            "models[0].model_args.device: use devices: [cpu, cuda] (each job passes lm-eval's own --device)",
+        ),
+        (
+            GOOD + "devices: [cpu, cuda]\ngpus_per_job: 0\n",
+            "models[0]: devices lists cuda but gpus_per_job is 0 (a CPU job)",
+        ),
     ],
     ids=[
         "malformed-yaml",
@@ -96,6 +109,11 @@ tasks:
         "slurm-option-with-key",
         "slurm-false-flag",
         "slurm-not-mapping",
+        "unknown-device",
+        "numbered-cuda-device",
+        "device-twice",
+        "device-in-model-args",
+        "cuda-without-gpus",
     ],
 )
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, capsys, config, message):
@@ -283,6 +301,36 @@ def test_only_filters_by_key_value_and_substring(tmp_path):
     assert len(select(jobs, ["ratio=1"])) == 8
     with pytest.raises(UserInputError, match="unknown key 'size'"):
         select(jobs, ["size=7b"])
+
+
+def test_a_devices_axis_keys_each_cell_by_device_and_leaves_the_device_to_lm_eval(tmp_path):
+    config = load_config(
+        write(
+            tmp_path / "b.yaml",
+            GOOD.replace(
+                "  - arch:tiny-llama",
+                "  - arch:tiny-llama\n  - {pretrained: arch:tiny-llama, name: gpu-only, devices: cuda}",
+            )
+            + "devices: [cpu, cuda]\nprecisions: [float32]\nratios: [1.0, 0.5]\n",
+        )
+    )
+    for on_gpu in (False, True):  # where the cell runs is the axis's, not the machine's
+        jobs = {j.key: j for j in expand(config, on_gpu)}
+        assert sorted(jobs) == sorted(
+            [f"arch_tiny-llama/float32{r}@{d}/bbh" for r in ("", "@r0.5") for d in ("cpu", "cuda")]
+            + ["gpu-only/float32@cuda/bbh", "gpu-only/float32@r0.5@cuda/bbh"]
+        )
+        for job in jobs.values():
+            assert job.gpus == (job.device == "cuda") and job.identity()["device"] == job.device
+            assert "device" not in job.model_args and "--device" not in job.args  # the runner adds it
+    assert {j.key for j in select(list(jobs.values()), ["device=cpu"])} == {
+        "arch_tiny-llama/float32@cpu/bbh",
+        "arch_tiny-llama/float32@r0.5@cpu/bbh",
+    }
+    without = load_config(write(tmp_path / "plain.yaml", GOOD))  # no axis: the keys of old folders
+    assert [(j.key, j.device) for j in expand(without, on_gpu=True)] == [
+        ("arch_tiny-llama/default/bbh", None)
+    ]
 
 
 def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,36 @@ def test_cpu_pool_runs_at_most_workers_jobs_at_once(tmp_path):
     for start, _ in spans:
         assert sum(1 for s, e in spans if s <= start < e) <= 2
     assert all(ran(tmp_path, j.key)["cuda"] is None for j in jobs)  # CPU jobs are not pinned
+
+
+def test_cpu_cells_on_a_gpu_machine_see_no_gpu_and_take_no_gpu_slot(tmp_path):
+    gpu_jobs = [replace(sleep_job(f"m{i}/bf16@cuda/t", "sleep=1.0", gpus=1), device="cuda") for i in range(2)]
+    cpu_job = replace(sleep_job("m0/bf16@cpu/t", "sleep=0.3"), device="cpu")
+    _, store = run_jobs([*gpu_jobs, cpu_job], tmp_path, FakeGpus())  # GPUs 0 and 2 free
+    assert {store.status(j.key) for j in [*gpu_jobs, cpu_job]} == {"done"}
+    assert sorted(ran(tmp_path, j.key)["cuda"] for j in gpu_jobs) == ["0", "2"]
+    cpu = ran(tmp_path, cpu_job.key)
+    assert cpu["cuda"] == ""  # CUDA_VISIBLE_DEVICES="": torch in it sees no GPU
+    # it ran while both free GPUs were held: it waited for no GPU slot
+    for job in gpu_jobs:
+        gpu = ran(tmp_path, job.key)
+        assert gpu["start"] < cpu["end"] and cpu["start"] < gpu["end"]
+
+
+def test_a_gpu_cell_where_there_is_no_gpu_fails_at_once_in_one_line_and_the_rest_runs(tmp_path):
+    cuda = replace(sleep_job("m/fp32@cuda/t", gpus=1), device="cuda")
+    jobs = [replace(sleep_job("m/fp32@cpu/t"), device="cpu"), cuda]
+    root = tmp_path / "out"
+    _, store = run_jobs(jobs, root, retries=2)  # a CPU machine: no GPU probe
+    assert store.status("m/fp32@cpu/t") == "done"
+    record = store.get(cuda.key)
+    assert record["status"] == "failed" and record["attempts"] == 1  # not retried: it cannot run here
+    assert record["error"] == "device cuda: no GPU to run it on (local CPU, 1 at a time)"
+    (failure,) = [json.loads(line) for line in Layout(root).failures.read_text().splitlines()]
+    assert failure["key"] == cuda.key and failure["device"] == "cuda"
+    assert not Layout(root).result_dir(cuda.key).exists() and not list(root.rglob(".*staging*"))
+    todo, _ = run_jobs(jobs, root)  # a rerun: nothing runs again
+    assert todo.run == [] and [j.key for j in todo.failed] == [cuda.key]
 
 
 def test_rerun_resumes_interrupted_and_lost_jobs_and_skips_done_and_failed(tmp_path):

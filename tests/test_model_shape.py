@@ -129,3 +129,50 @@ def test_a_shape_without_embedding_or_attention_layout_says_its_mfu_is_an_estima
 def test_keys_read_by_positions_sum_min_of_position_and_window(first, last, window, expected):
     shape = metrics.ModelShape(params=1, weight_bytes=1, n_layers=1, layer_windows=(window,))
     assert metrics.key_reads(shape, first, last) == expected
+
+
+def _classifier_shape(preset: str):
+    config = transformers_config(load_architecture(preset))
+    with torch.device("meta"):
+        model = transformers.AutoModelForSequenceClassification.from_config(config, dtype=torch.bfloat16)
+    return model_shape(model)
+
+
+def test_an_encoder_classifier_counts_every_embedding_table_bidirectional_pairs_and_a_head_per_row():
+    shape = _classifier_shape("distilbert-base")
+    assert shape.params == 66_955_010 and shape.bidirectional and shape.head_pooled
+    assert shape.embedding_params == (30522 + 512) * 768  # tokens and learned positions: gathers
+    assert shape.lm_head_params == (768 * 768 + 768) + (768 * 2 + 2)  # pre_classifier + classifier
+    rows = [128, 77]
+    pairs = 6 * (128 * 128 + 77 * 77)  # every position attends to every key of its row, in 6 layers
+    expected = 2 * shape.body_params * 205 + 2 * shape.lm_head_params * 2 + 2 * 12 * 128 * pairs
+    assert metrics.forward_flops(shape, rows, all_logits=True) == pytest.approx(expected)
+    assert metrics.forward_flops(shape, rows, all_logits=False) == pytest.approx(expected)
+
+
+def test_a_decoder_classifier_runs_its_score_head_at_every_position_under_causal_attention():
+    shape = _classifier_shape("qwen2.5-0.5b-cls")
+    assert not shape.bidirectional and not shape.head_pooled and not shape.lm_head_tied
+    assert shape.embedding_params == 151936 * 896 and shape.lm_head_params == 896 * 23
+    expected = 2 * (shape.body_params + shape.lm_head_params) * 64 + 2 * 14 * 128 * 24 * 64 * 65 / 2
+    assert metrics.forward_flops(shape, [64], all_logits=True) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("half_window", [None, 0, 1, 3, 9, 20])
+def test_bidirectional_window_pairs_match_a_count_of_the_mask(half_window):
+    positions = 10
+    mask = [(q, k) for q in range(positions) for k in range(positions)]
+    allowed = sum(half_window is None or abs(q - k) <= half_window for q, k in mask)
+    shape = metrics.ModelShape(
+        params=0, weight_bytes=0, n_layers=1, layer_windows=(half_window,), bidirectional=True
+    )
+    assert metrics.attention_pairs(shape, positions) == allowed
+
+
+def test_learned_position_tables_are_gathers_not_multiplies():
+    config = transformers.GPT2Config(
+        vocab_size=1000, n_positions=256, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    shape = _shape(config)
+    assert shape.embedding_params == (1000 + 256) * 64  # wte and wpe: no FLOPs per position
+    assert shape.lm_head_tied and shape.body_params == shape.params - (1000 + 256) * 64

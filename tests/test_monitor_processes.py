@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lm_eval_perf.models.probe import row_bytes, rows_that_fit
-from lm_eval_perf.models.session import SessionState, efficiency_record, rank_padding
+from lm_eval_perf.models.session import SessionState, efficiency_record, rank_padding, task_counts
 from lm_eval_perf.models.sources import load_architecture, transformers_config
 from lm_eval_perf.monitor import PerformanceMonitor
 from lm_eval_perf.monitor.clock import CudaClock
@@ -145,6 +145,20 @@ def test_per_task_request_counts_add_over_ranks():
     assert record["tasks"]["bbh_a"]["requests"] == 10 and record["tasks"]["bbh_b"]["requests"] == 2
     assert record["tasks"]["bbh_a"]["kinds"]["loglikelihood"]["share"] == pytest.approx(1000 / 1200)
     assert record["tasks"]["bbh_a"]["energy_j"] == pytest.approx(80.0 * 1000 / 1200)
+
+
+def test_task_counts_give_each_task_its_requests_and_the_characters_of_their_strings():
+    from lm_eval.api.instance import Instance
+
+    def ll(task, context, continuation):
+        return Instance("loglikelihood", {}, (context, continuation), 0, (task, 0, 1))
+
+    mixed = [ll("a", "12345", " x"), ll("b", "1", " yy"), ll("a", "123", " z"), ll(None, "", " w")]
+    assert task_counts(mixed) == {"a": (2, 7 + 5), "b": (1, 4), "unknown": (1, 2)}
+    assert task_counts(mixed[:1] * 3) == {"a": (3, 21)}
+    generate = [Instance("generate_until", {}, ("hello", {"until": ["\n"]}), 0, ("g", 0, 1))]
+    assert task_counts(generate) == {"g": (1, 5)}  # the generation kwargs are not characters
+    assert task_counts([]) == {}
 
 
 class Request:

@@ -30,7 +30,7 @@ from lm_eval_perf.report.efficiency import all_rows
 from lm_eval_perf.report.esd import study_layers
 from lm_eval_perf.report.plots import Plot, Skipped, all_figures
 from lm_eval_perf.report.study import build
-from lm_eval_perf.report.throughput import study_points
+from lm_eval_perf.report.sweeps import study_points
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,14 @@ from the shared data folder.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lm_eval_perf.records.artifacts import FORWARD
 from tests.readme import readme_command, run_as_printed
 
 
@@ -51,6 +53,37 @@ def assert_span_less_the_excluded_block(window: dict, excluded_s: float) -> None
     span = window["end_s"] - window["start_s"]
     assert excluded_s > 0
     assert span - 1.5 * excluded_s <= window["duration_s"] <= span - 0.5 * excluded_s, (window, excluded_s)
+
+
+@pytest.mark.slow
+def test_readme_classifier_command_gives_accuracy_above_chance_and_a_forward_sweep(
+    workdir, trained_classifier_dir, labelled_csv
+):
+    command = readme_command("lm_eval --model perf-hf", "classification_local")
+    (workdir / "my-classifier").symlink_to(trained_classifier_dir)
+    shutil.copy(labelled_csv, workdir / "intents.csv")
+    proc = run_as_printed(command, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_of(workdir / "results" / "classifier")
+    scores = results["results"]["classification_local"]
+    assert scores["acc,none"] > 0.6 and scores["f1_macro,none"] > 0.6  # 3 labels: chance is 1/3
+    record = results["config"]["efficiency"]
+    assert record["load"]["head"] == {
+        "kind": "sequence_classification",
+        "labels": ["music", "sport", "weather"],
+    }
+    ll = record["kinds"]["loglikelihood"]
+    assert ll["samples"] == 60 and ll["requests"] == 180 and ll["batches"] == 4  # 60 texts, 16 a batch
+    assert set(record["kinds"]) == {"loglikelihood"}  # the sweep measured itself
+    (excluded,) = record["overall"]["excluded"]
+    assert excluded["what"] == "plugin task perf_forward"
+    sweep = workdir / results["config"]["lm_eval_perf_artifacts"][FORWARD.key]  # relative to where it ran
+    points = [json.loads(line) for line in sweep.read_text().splitlines()]
+    assert [(p["key"]["batch_size"], p["status"]) for p in points] == [
+        (b, "ok") for b in (1, 4, 8, 16, 32, 64)
+    ]
+    assert all(p["key"]["seq_len"] == 128 and p["pad_fraction"] > 0.5 for p in points)  # short texts
+    assert "perf_forward: best batch size at 128 tokens:" in proc.stderr
 
 
 @pytest.mark.slow
@@ -132,4 +165,29 @@ def test_device_in_model_args_is_one_line_naming_the_device_flag(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("lm-eval-perf: error:")]
     assert len(lines) == 1 and "use --device cpu" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_device_cuda_where_torch_has_no_cuda_is_one_line_naming_the_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda runs")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "perf-hf",
+        "--model_args",
+        "pretrained=arch:tiny-llama",
+    ]
+    command += ["--tasks", "perplexity_local", "--device", "cuda", "--output_path", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lm-eval-perf: error:")]
+    assert len(lines) == 1 and "--device cuda: torch" in lines[0] and "use --device cpu" in lines[0], (
+        proc.stderr[-2000:]
+    )
     assert "Traceback" not in proc.stderr and not out.exists()

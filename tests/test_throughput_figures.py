@@ -9,7 +9,7 @@ import transformers
 from lm_eval_perf.models.shape import model_shape
 from lm_eval_perf.models.sources import load_architecture, transformers_config
 from lm_eval_perf.monitor import DevicePeaks
-from lm_eval_perf.tasks.throughput import bottleneck
+from lm_eval_perf.tasks.sweeps import bottleneck
 from lm_eval_perf.tasks.throughput.figures import point_figures
 from lm_eval_perf.tasks.throughput.generation import Iteration
 from lm_eval_perf.tasks.throughput.sweep import Point

@@ -81,7 +81,9 @@ def run_batch(config: BatchConfig, executor: Executor, options: Options) -> int:
         attached = _attach(executor, todo, store)
         states = {j.key: "done" for j in todo.done} | {j.key: "failed" for j in todo.failed}
         states |= {j.key: "done (other settings)" for j in todo.changed}
-        print(matrix_table(jobs, states | {k: f"run ({why})" for k, why in todo.reasons.items()}))
+        states |= {k: f"run ({why})" for k, why in todo.reasons.items()}
+        refused = {j.key: f"will fail: {why}" for j in todo.run if (why := executor.cannot_run(j))}
+        print(matrix_table(jobs, states | refused))
         print(_counts(jobs, todo, executor))
         submissions = executor.dry_run([j for j in todo.run if j.key not in attached])
         if submissions:

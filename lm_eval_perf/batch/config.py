@@ -24,6 +24,7 @@
     model_args: {monitor_interval: 0.2} # added to every model's model_args
     precisions: [bfloat16, float16]     # perf-hf precision= names; absent: the checkpoint's own dtype
     ratios: [1.0, 0.8, 0.6]             # SVD compression ratios (svd_ratio=); absent: no ratio axis
+    devices: [cpu, cuda]                # where each cell runs (lm-eval's --device); absent: no device axis
     models:
       - pretrained: org/model           # hub id, ./local/path, arch:<preset>, bundled:smollm2
         name: short-name                # folder name of its results (default: from pretrained)
@@ -32,6 +33,7 @@
         model_args: {attn_implementation: sdpa}
         precisions: [bfloat16]          # per-model override of the axes
         ratios: [1.0]
+        devices: [cuda]
         tasks: [bbh]                    # only these task labels for this model
         gpus_per_job: 2
         gpu_memory_gb: 20               # per GPU, replaces the estimate (batch/memory.py) for packing
@@ -57,6 +59,13 @@ whatever its ``precisions``/``ratios`` (it reads the weights as stored; folder `
 :func:`lm_eval_perf.batch.matrix.streamed_esd_memory`), so with ``jobs_per_gpu`` > 1 such jobs pack
 like any other.
 
+``devices`` makes the device a dimension of the matrix: each cell runs once per device, with
+lm-eval's own ``--device cpu`` or ``--device cuda`` (never ``device=`` in ``model_args``, which perf-hf
+refuses), and its key names the device (``bfloat16@cpu``, see :mod:`lm_eval_perf.batch.matrix`). A
+``cpu`` cell takes no GPU; a ``cuda`` cell needs ``gpus_per_job`` >= 1 and fails on its own, in one
+line, where the executor has no GPU. Without ``devices`` a job runs where the executor is: on a GPU
+when the machine (or cluster) has one, else on the CPU - as before the axis existed.
+
 Strings may use ``${VAR}`` / ``${VAR:-default}`` (see :mod:`lm_eval_perf.batch.envexpand`);
 ``${CONFIG_DIR}`` is this file's folder. Errors are one line naming the key path, e.g.
 ``models[2].precisions[0]: unknown precision 'int3': use one of bfloat16, ...``.
@@ -80,6 +89,7 @@ from lm_eval_perf.records.names import folder_name, local_path, model_name, prec
 from lm_eval_perf.records.precisions import validate_precision
 
 EXECUTORS = ("local", "ray", "slurm")
+DEVICES = ("cpu", "cuda")
 ISOLATION = ("warn", "error", "wait")
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 DEFAULT_ISOLATION_WAIT_S = 600.0
@@ -100,6 +110,7 @@ TOP_KEYS = (
     "model_args",
     "precisions",
     "ratios",
+    "devices",
     "models",
     "tasks",
 )
@@ -112,6 +123,7 @@ MODEL_KEYS = (
     "model_args",
     "precisions",
     "ratios",
+    "devices",
     "tasks",
     "gpus_per_job",
     "gpu_memory_gb",
@@ -186,10 +198,15 @@ class ModelSpec:
     model_args: dict = field(default_factory=dict)
     precisions: tuple[str | None, ...] = (None,)  # None: no precision= (the checkpoint's own dtype)
     ratios: tuple[float | None, ...] = (None,)  # None: no compression axis
+    devices: tuple[str | None, ...] = (None,)  # "cpu" / "cuda"; None: no device axis (where the executor is)
     tasks: tuple[str, ...] | None = None  # task labels; None: all
     gpus_per_job: int = 1
     gpu_memory_gb: float | None = None  # None: estimated
     where: str = "models[0]"
+
+    def cells(self) -> list[tuple[str | None, float | None, str | None]]:
+        """(precision, ratio, device) of each of the model's cells, in matrix order."""
+        return [(p, r, d) for p in self.precisions for r in self.ratios for d in self.devices]
 
 
 @dataclass(frozen=True)
@@ -345,6 +362,23 @@ def _ratio(ratio: Any, where: str) -> float:
     return float(ratio)
 
 
+def _device(name: Any, where: str) -> str:
+    text = _string(name, where)
+    if text in DEVICES:
+        return text
+    if text.startswith("cuda:"):
+        raise UserInputError(
+            f"{where}: {text!r}: use cuda (batch_eval gives each job its GPUs by CUDA_VISIBLE_DEVICES)"
+        )
+    hint = difflib.get_close_matches(text.lower(), (*DEVICES, "gpu"), n=1)
+    shown = "cuda" if hint == ["gpu"] else hint[0] if hint else None
+    raise UserInputError(
+        f"{where}: unknown device {text!r}"
+        + (f" (did you mean {shown!r}?)" if shown else "")
+        + f": use {' or '.join(DEVICES)}"
+    )
+
+
 def _unique(values: list, where: str) -> tuple:
     for i, value in enumerate(values):
         if value in values[:i]:
@@ -359,6 +393,10 @@ def _model_args(value: Any, where: str) -> dict:
             raise UserInputError(f"{where}.{key}: expected a string, number or boolean, got {item!r}")
         if key in ("pretrained", "peft", "revision", "precision", "svd_ratio", "parallelize"):
             raise UserInputError(f"{where}.{key}: set by batch_eval; use the model's or matrix's own key")
+        if key == "device":
+            raise UserInputError(
+                f"{where}.device: use devices: [cpu, cuda] (each job passes lm-eval's own --device)"
+            )
     return dict(args)
 
 
@@ -466,12 +504,19 @@ def _parse_models(raw: Any, where: str, defaults: dict, labels: set[str], base: 
         "ratios": _axis(entry["ratios"], f"{where}.ratios", _ratio)
         if "ratios" in entry
         else defaults["ratios"],
+        "devices": _axis(entry["devices"], f"{where}.devices", _device)
+        if "devices" in entry
+        else defaults["devices"],
         "tasks": tasks,
         "gpus_per_job": _integer(entry["gpus_per_job"], f"{where}.gpus_per_job", 0)
         if "gpus_per_job" in entry
         else defaults["gpus_per_job"],
         "gpu_memory_gb": _gigabytes(entry.get("gpu_memory_gb"), f"{where}.gpu_memory_gb"),
     }
+    if "cuda" in common["devices"] and common["gpus_per_job"] == 0:
+        raise UserInputError(
+            f"{where}: devices lists cuda but gpus_per_job is 0 (a CPU job); give gpus_per_job >= 1"
+        )
     if "models_csv" in entry:
         for key in ("name", "revision", "peft"):
             if key in entry:
@@ -525,6 +570,7 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
         "model_args": _model_args(raw.get("model_args"), "model_args"),
         "precisions": _axis(raw.get("precisions"), "precisions", _precision),
         "ratios": _axis(raw.get("ratios"), "ratios", _ratio),
+        "devices": _axis(raw.get("devices"), "devices", _device),
         "gpus_per_job": _integer(raw.get("gpus_per_job", 1), "gpus_per_job", 0),
     }
     raw_models = _list(raw.get("models"))
@@ -537,16 +583,15 @@ def _parse(raw: dict, source: Path, base: Path) -> BatchConfig:
     ]
     cells: dict[str, str] = {}
     for model in models:
-        for precision in model.precisions:
-            for ratio in model.ratios:
-                for label in model.tasks or tuple(labels):
-                    key = f"{model.name}/{precision_folder(precision, ratio)}/{label}"
-                    if key in cells and cells[key] != model.where:
-                        raise UserInputError(
-                            f"{model.where}: job {key} is also a job of {cells[key]}; "
-                            "set name: (or precisions:) to tell them apart"
-                        )
-                    cells[key] = model.where
+        for precision, ratio, device in model.cells():
+            for label in model.tasks or tuple(labels):
+                key = f"{model.name}/{precision_folder(precision, ratio, device)}/{label}"
+                if key in cells and cells[key] != model.where:
+                    raise UserInputError(
+                        f"{model.where}: job {key} is also a job of {cells[key]}; "
+                        "set name: (or precisions:) to tell them apart"
+                    )
+                cells[key] = model.where
     workers = raw.get("workers")
     isolation = raw.get("isolation", "warn")
     if isolation not in ISOLATION:

@@ -4,10 +4,11 @@ With GPUs (found by :mod:`lm_eval_perf.batch.gpus`): a job needing ``g`` GPUs st
 ``g`` GPUs can take it (:mod:`lm_eval_perf.batch.packing`: by default one job per GPU, on GPUs held
 by none of this pool's jobs and busy for no other process; with ``jobs_per_gpu`` > 1 small jobs
 share a GPU within its memory budget), pinned to them by ``CUDA_VISIBLE_DEVICES``; ``workers``
-(optional) caps how many jobs run at once. Jobs with ``gpus_per_job: 0`` run on the CPU,
-``workers`` (default 1) at a time. Without GPUs every job runs on the CPU, ``workers`` (default 1)
-at a time; with several workers each job's torch gets an equal share of the cores
-(``OMP_NUM_THREADS``, unless set).
+(optional) caps how many jobs run at once. Jobs with ``gpus_per_job: 0`` (and the ``cpu`` cells
+of a ``devices`` axis) run on the CPU, ``workers`` (default 1) at a time, with every GPU hidden from
+them (``CUDA_VISIBLE_DEVICES=""``): they take no GPU slot. Without GPUs every job runs on the CPU,
+``workers`` (default 1) at a time, and a job that needs a GPU (a ``cuda`` cell) fails at once; with
+several workers each job's torch gets an equal share of the cores (``OMP_NUM_THREADS``, unless set).
 
 Every round the pool lists the processes on its GPUs (:mod:`lm_eval_perf.batch.sharing`): each GPU
 job's record says what else ran on its GPUs (``gpu_sharing``). A timing-sensitive job runs alone,
@@ -103,9 +104,10 @@ class LocalPool(Executor):
         return len(self._running)
 
     def check(self, jobs: list[Job]) -> None:
-        """One-line error if a job needs more GPUs than the pool has."""
+        """One-line error if a job needs more GPUs than the pool has (a pool without GPUs fails its
+        GPU jobs one by one instead: :meth:`~lm_eval_perf.batch.scheduler.Executor.cannot_run`)."""
         for job in jobs:
-            if job.gpus > len(self.devices):
+            if self.devices and job.gpus > len(self.devices):
                 raise UserInputError(
                     f"{job.key}: needs {job.gpus} GPUs per job, this machine has {len(self.devices)}"
                 )
@@ -219,7 +221,8 @@ class LocalPool(Executor):
 
     def _launch(self, job: Job, number: int, gpus: list[int], warning: str | None) -> bool:
         threads = {} if gpus or "OMP_NUM_THREADS" in os.environ or not self.workers else self._cpu_threads()
-        attempt = runner.launch(job, self.layout, number, gpus if gpus else None, threads)
+        # a CPU job on a machine with GPUs sees none of them (CUDA_VISIBLE_DEVICES=""): it takes no GPU
+        attempt = runner.launch(job, self.layout, number, gpus if gpus or self.devices else None, threads)
         log = SharingLog(job.key, gpus) if gpus else None
         running = self._running[job.key] = _Running(attempt, gpus, log, warning)
         if log is not None:

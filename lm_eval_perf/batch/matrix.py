@@ -9,7 +9,9 @@ under ``<output_dir>/results/``:
 * ``<precision>`` - the ``precision=`` name, ``default`` when the config has no precisions (the
   checkpoint's own dtype), followed by ``@r<ratio>`` for a compressed model (``bfloat16@r0.6``).
   Ratio 1.0 is the untouched model: it gets no suffix and no ``svd_ratio=``, so it shares its folder
-  with the same cell of a config without a ratio axis;
+  with the same cell of a config without a ratio axis. With a ``devices`` axis, ``@cpu`` or
+  ``@cuda`` follows (``bfloat16@cpu``, ``bfloat16@r0.6@cuda``); without one nothing does, so the
+  keys of a config without the axis are what they always were;
 * ``<task>`` - the task's ``label:`` (default: its name).
 
 An ``esd`` task with ``stream: true`` in its metadata is not an lm-eval run: its job is
@@ -34,7 +36,7 @@ from lm_eval_perf.tasks.traits import ESD_BATCH_GIB, traits
 
 # The job's process: lm-eval-perf's CLI, which ends with its parent (see lm_eval_perf.orphans).
 CHILD_PROGRAM = (sys.executable, "-m", "lm_eval_perf.cli")
-FILTER_KEYS = ("model", "precision", "ratio", "task")
+FILTER_KEYS = ("model", "precision", "ratio", "device", "task")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Job:
     task_label: str
     model_args: dict = field(default_factory=dict)
     args: tuple[str, ...] = ()  # the program's arguments, without --output_path and --device
-    gpus: int = 0  # GPUs the job needs; 0: it runs on the CPU
+    gpus: int = 0  # GPUs the job needs; 0: it runs on the CPU (--device cpu), else --device cuda
+    device: str | None = None  # the matrix's device axis ("cpu" / "cuda"); None: the config has none
     timeout_s: float | None = None
     program: tuple[str, ...] = CHILD_PROGRAM
     timing_sensitive: bool = False  # runs alone on its GPU(s), which are watched (isolation:)
@@ -70,6 +73,7 @@ class Job:
             "pretrained": self.pretrained,
             "precision": self.precision,
             "compression_ratio": self.compression_ratio,
+            "device": self.device,
             "task": self.task,
             "task_label": self.task_label,
             "model_args": self.model_args,
@@ -156,7 +160,7 @@ def streamed_esd_memory(task: TaskSpec) -> Estimate:
     return Estimate(2 * batch_gib * 2**30 / 1e9 + 1.5, "streamed ESD: 2 × batch_gib + 1.5 GB")
 
 
-def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int) -> Job:
+def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int, device: str | None) -> Job:
     model_args = {
         k: v
         for k, v in (("pretrained", model.pretrained), ("revision", model.revision), ("peft", model.peft))
@@ -164,11 +168,12 @@ def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int) -
     }
     memory = streamed_esd_memory(task)
     return Job(
-        key=f"{model.name}/{precision_folder(None, None)}/{label}",
+        key=f"{model.name}/{precision_folder(None, None, device)}/{label}",
         model=model.name,
         pretrained=model.pretrained,
         precision=None,
         compression_ratio=None,
+        device=device,
         task=task.name,
         task_label=label,
         model_args=model_args,
@@ -180,46 +185,59 @@ def _streamed_esd_job(model: ModelSpec, task: TaskSpec, label: str, gpus: int) -
     )
 
 
+def _gpus(model: ModelSpec, device: str | None, on_gpu: bool) -> int:
+    """GPUs of one of ``model``'s cells: none on the CPU; without a device axis, the model's
+    ``gpus_per_job`` where the executor has GPUs (``on_gpu``); a ``cuda`` cell asks for them anyway
+    (an executor without GPUs fails it, see :meth:`lm_eval_perf.batch.scheduler.Executor.cannot_run`)."""
+    if device == "cpu" or (device is None and not on_gpu):
+        return 0
+    return model.gpus_per_job
+
+
 def expand(config: BatchConfig, on_gpu: bool) -> list[Job]:
-    """Every job of ``config``, models outermost; ``on_gpu`` False runs every job on the CPU. With
-    ``jobs_per_gpu`` > 1 each GPU job gets its memory estimate (:mod:`lm_eval_perf.batch.memory`)."""
+    """Every job of ``config``, models outermost; ``on_gpu`` False runs every job without a device
+    axis on the CPU. With ``jobs_per_gpu`` > 1 each GPU job gets its memory estimate
+    (:mod:`lm_eval_perf.batch.memory`)."""
     tasks = {t.label: t for t in config.tasks}
     include = str(config.include_path) if config.include_path else None
     jobs = []
     for model in config.models:
-        gpus = model.gpus_per_job if on_gpu else 0
         streamed = [label for label in model.tasks or tuple(tasks) if is_streamed_esd(tasks[label])]
-        for label in streamed:
-            jobs.append(_streamed_esd_job(model, tasks[label], label, gpus))
-        for precision in model.precisions:
-            for ratio in model.ratios:
-                for label in model.tasks or tuple(tasks):
-                    if label in streamed:
-                        continue
-                    task = tasks[label]
-                    model_args = _model_args(model, precision, ratio, gpus)
-                    memory = _memory(model, precision, task, gpus, config.jobs_per_gpu > 1)
-                    sensitive = task.timing_sensitive
-                    jobs.append(
-                        Job(
-                            key=f"{model.name}/{precision_folder(precision, ratio)}/{label}",
-                            model=model.name,
-                            pretrained=model.pretrained,
-                            precision=precision,
-                            compression_ratio=ratio,
-                            task=task.name,
-                            task_label=label,
-                            model_args=model_args,
-                            args=_lm_eval_args(model_args, task, include),
-                            gpus=gpus,
-                            timeout_s=task.timeout_s,
-                            timing_sensitive=traits(task.name).timing_sensitive
-                            if sensitive is None
-                            else sensitive,
-                            memory_gb=memory.gb,
-                            memory_basis=memory.basis,
-                        )
+        for device in model.devices:
+            for label in streamed:
+                jobs.append(
+                    _streamed_esd_job(model, tasks[label], label, _gpus(model, device, on_gpu), device)
+                )
+        for precision, ratio, device in model.cells():
+            gpus = _gpus(model, device, on_gpu)
+            for label in model.tasks or tuple(tasks):
+                if label in streamed:
+                    continue
+                task = tasks[label]
+                model_args = _model_args(model, precision, ratio, gpus)
+                memory = _memory(model, precision, task, gpus, config.jobs_per_gpu > 1)
+                sensitive = task.timing_sensitive
+                jobs.append(
+                    Job(
+                        key=f"{model.name}/{precision_folder(precision, ratio, device)}/{label}",
+                        model=model.name,
+                        pretrained=model.pretrained,
+                        precision=precision,
+                        compression_ratio=ratio,
+                        device=device,
+                        task=task.name,
+                        task_label=label,
+                        model_args=model_args,
+                        args=_lm_eval_args(model_args, task, include),
+                        gpus=gpus,
+                        timeout_s=task.timeout_s,
+                        timing_sensitive=traits(task.name).timing_sensitive
+                        if sensitive is None
+                        else sensitive,
+                        memory_gb=memory.gb,
+                        memory_basis=memory.basis,
                     )
+                )
     return jobs
 
 
@@ -234,6 +252,8 @@ def _matches(job: Job, key: str, values: list[str]) -> bool:
         return bool({job.precision or "default", job.key.split("/")[1]} & set(values))
     if key == "task":
         return bool({job.task_label, job.task} & set(values))
+    if key == "device":
+        return ("cuda" if job.gpus else "cpu") in values
     text = f"{job.model} {job.pretrained}" if key == "model" else job.key
     return any(v in text for v in values)
 
@@ -242,8 +262,8 @@ def select(jobs: list[Job], filters: list[str]) -> list[Job]:
     """The jobs passing every filter. A filter is ``key=v1,v2`` - any value may match: ``model`` as a
     substring of the model's name or ``pretrained``, ``task`` exactly (its label or lm-eval name),
     ``precision`` exactly (``bfloat16`` or a folder name such as ``bfloat16@r0.6``), ``ratio`` as a
-    number (1 for the untouched model) - or a bare ``v1,v2``, substrings of the job key
-    ``model/precision/task``."""
+    number (1 for the untouched model), ``device`` exactly (``cpu`` or ``cuda``: where the job runs) -
+    or a bare ``v1,v2``, substrings of the job key ``model/precision/task``."""
     for spec in filters:
         key, sep, value = spec.partition("=")
         key, values = (key.strip(), value) if sep else ("", spec)

@@ -90,7 +90,7 @@ class RayPool(Executor):
 
     def check(self, jobs: list[Job]) -> None:
         for job in jobs:
-            if job.gpus > self.total_gpus:
+            if self.on_gpu and job.gpus > self.total_gpus:
                 raise UserInputError(
                     f"{job.key}: needs {job.gpus} GPUs per job, the cluster has {self.total_gpus}"
                 )

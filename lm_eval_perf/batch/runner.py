@@ -79,8 +79,8 @@ class Outcome:
 def launch(
     job: Job, layout: Layout, number: int, gpus: list[int] | None = None, env: dict[str, str] | None = None
 ) -> Attempt:
-    """Start attempt ``number`` of ``job``; ``gpus`` pins it by ``CUDA_VISIBLE_DEVICES`` (NVML order),
-    ``env`` adds environment variables."""
+    """Start attempt ``number`` of ``job``; ``gpus`` pins it by ``CUDA_VISIBLE_DEVICES`` (NVML order;
+    ``[]`` hides every GPU, None leaves the variable as it is), ``env`` adds environment variables."""
     staging = layout.new_staging_dir(job.key)
     log = layout.log_path(job.key)
     argv = [*job.program, *job.args, "--output_path", str(staging), "--device", "cuda" if job.gpus else "cpu"]

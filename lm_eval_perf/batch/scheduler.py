@@ -8,7 +8,9 @@ folders killed attempts left. :func:`run` starts jobs whenever the executor has 
 fits may overtake a bigger one waiting for GPUs), records every outcome, re-queues a failed job up
 to ``retries`` times (a job the executor stopped to run again - ``pending`` - goes back without
 counting as a retry), and on Ctrl-C stops the executor (the local pool and Ray kill their running
-jobs; Slurm leaves its jobs queued) and puts the jobs it names back to ``pending``. Jobs a cluster
+jobs; Slurm leaves its jobs queued) and puts the jobs it names back to ``pending``. A job the
+executor cannot run at all (:meth:`Executor.cannot_run`: a ``cuda`` cell where there is no GPU)
+fails at once, in one line, without a retry; the rest of the matrix runs. Jobs a cluster
 still holds from an earlier run (Slurm; :meth:`Executor.attach`) are not started again: ``prepare``
 leaves them (and their staging folders) alone and ``run`` waits for their outcomes.
 """
@@ -16,6 +18,7 @@ leaves them (and their staging folders) alone and ``run`` waits for their outcom
 from __future__ import annotations
 
 import shutil
+import time
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ from typing import Protocol
 
 from lm_eval_perf.batch.matrix import Job
 from lm_eval_perf.batch.progress import Progress
-from lm_eval_perf.batch.runner import Outcome
+from lm_eval_perf.batch.runner import Outcome, not_run
 from lm_eval_perf.batch.store import JobStore
 from lm_eval_perf.records.layout import Layout
 
@@ -40,6 +43,13 @@ class Executor(Protocol):
     workers: int | None  # at most this many jobs at once (None: as many as the executor takes)
 
     def check(self, jobs: list[Job]) -> None: ...
+
+    def cannot_run(self, job: Job) -> str | None:
+        """Why no attempt of ``job`` can run on this executor, in one line (None: it can): a job
+        that needs GPUs where there are none (a ``cuda`` cell of a ``devices`` axis)."""
+        if job.gpus and not self.on_gpu:
+            return f"device cuda: no GPU to run it on ({self.description})"
+        return None
 
     def attach(self, jobs: list[Job], store: JobStore) -> set[str]:
         """Take over those of ``jobs`` that an earlier run left in the cluster's hands (their keys);
@@ -135,17 +145,24 @@ def run(
     try:
         while waiting or executor.active:
             executor.refresh()
+            refused = []
             for job in list(waiting):
                 if executor.full():
                     break
                 number = store.get(job.key).get("attempts", 0) + 1
-                if executor.try_start(job, number):
-                    waiting.remove(job)
+                why = executor.cannot_run(job)
+                if why:
+                    refused.append(not_run(job, store.layout, number, time.time(), why))
+                    tries[job.key] = retries + 1  # no attempt can run it: a retry would fail alike
+                elif executor.try_start(job, number):
                     tries[job.key] += 1
-                    store.update(job.key, status="running", attempts=number)
-                    store.save()
-                    progress.started(job)
-            for outcome in executor.wait(POLL_S):
+                else:
+                    continue
+                waiting.remove(job)
+                store.update(job.key, status="running", attempts=number)
+                store.save()
+                progress.started(job)
+            for outcome in [*refused, *executor.wait(0 if refused else POLL_S)]:
                 if outcome.status == "pending":
                     tries[outcome.key] -= 1
                 again = outcome.status == "pending" or (

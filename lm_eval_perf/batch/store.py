@@ -13,7 +13,7 @@ again, and a finished folder the store does not know about (the process died rig
 rename) is adopted from its ``job.json``.
 
 ``failures.jsonl`` is derived from the store: one JSON line per job whose status is ``failed``
-(key, model, precision, compression_ratio, task, attempts, error, tail of the log, log path; Slurm job
+(key, model, precision, compression_ratio, device, task, attempts, error, tail of the log, log path; Slurm job
 id, state and log, null for other executors), rewritten atomically whenever it changes. So is the
 matrix plan ``matrix.json`` (see :mod:`lm_eval_perf.records.layout`), once :meth:`JobStore.set_matrix`
 has given the store the whole matrix.
@@ -37,6 +37,7 @@ FAILURE_FIELDS = (
     "model",
     "precision",
     "compression_ratio",
+    "device",
     "task",
     "attempts",
     "error",

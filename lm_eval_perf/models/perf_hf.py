@@ -16,8 +16,11 @@ Model arguments beyond HFLM's (all optional):
 * ``generation_backend`` (default ``eager``) - how the throughput task generates: ``eager`` is
   lm-eval's own ``generate`` path; ``static`` a static KV cache with compiled decode steps (see
   :mod:`lm_eval_perf.tasks.throughput`). lm-eval's own tasks always use the eager path.
-* ``artifacts_dir`` - where plugin tasks (throughput, ESD) write their files; default: the folder
-  of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+* ``artifacts_dir`` - where plugin tasks (throughput, forward, ESD) write their files; default: the
+  folder of lm-eval's results JSON (``--output_path``), else ``./lm_eval_perf_artifacts``.
+* ``head`` (``auto``) and ``label_map`` - sequence classifiers (``AutoModelForSequenceClassification``,
+  read from the config's ``architectures`` or forced with ``head=classification``) answer
+  multiple-choice tasks from their labels; see :mod:`lm_eval_perf.models.classifier`.
 * ``precision``, ``quant_backend``, ``group_size``, ``quantize_lm_head`` (bf16/fp16/fp32 casts,
   int4, AWQ, NF4) and
   ``svd_ratio``, ``svd_rank``, ``svd_targets``, ``svd_solver``, ``compressed``, ``allow_pickle``
@@ -47,7 +50,8 @@ from lm_eval_perf import registration
 from lm_eval_perf.atomic import check_writable
 from lm_eval_perf.errors import UserInputError, install_excepthook
 from lm_eval_perf.model_args import FROM_PRETRAINED_ARGS, hflm_args, model_arg_names
-from lm_eval_perf.models import sources
+from lm_eval_perf.models import classifier, sources
+from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.models.plan import LoadPlan
 from lm_eval_perf.models.probe import probe_length, rows_that_fit
 from lm_eval_perf.models.session import EvalSession, SessionState, efficiency_record
@@ -57,7 +61,7 @@ from lm_eval_perf.monitor import PerformanceMonitor, peaks_for
 from lm_eval_perf.monitor.clock import TokenTimer
 from lm_eval_perf.monitor.sources import NoGpuSource
 from lm_eval_perf.plugins import is_plugin_request, plugin_name, run_plugin
-from lm_eval_perf.records.efficiency import validate_if_asked
+from lm_eval_perf.records.efficiency import RUN_DEVICE, validate_if_asked
 
 install_excepthook()
 
@@ -78,14 +82,21 @@ def _check_output_path(path: str) -> None:
     check_writable(target if target.suffix != ".json" else target.parent, "--output_path")
 
 
-def _one_device(model_args: dict, additional_config: dict | None) -> None:
+def _check_device(model_args: dict, additional_config: dict | None) -> None:
     """lm-eval passes its own ``device`` (``--device``, default ``cuda:0``) beside the model
-    arguments, so ``device=`` in ``--model_args`` would reach the constructor twice."""
+    arguments, so ``device=`` in ``--model_args`` would reach the constructor twice. And HFLM takes
+    a bare ``cuda`` as given even where torch has no CUDA (``cuda:0`` falls back to the CPU), which
+    would end in a traceback when the model is moved: a one-line error instead."""
     given = (additional_config or {}).get("device")
     if "device" in model_args and given is not None:
         raise UserInputError(
             f"device={model_args['device']} in --model_args collides with lm-eval's own device argument "
             f"(it passes --device, default cuda:0, to every model): use --device {model_args['device']}"
+        )
+    if given == "cuda" and not model_args.get("parallelize") and not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine; use --device cpu "
+            "(or leave --device out: the model then runs on a GPU where there is one, else on the CPU)"
         )
 
 
@@ -107,12 +118,12 @@ class PerfHFLM(HFLM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
         from lm_eval.utils import simple_parse_args_string
 
-        _one_device(simple_parse_args_string(arg_string), additional_config)
+        _check_device(simple_parse_args_string(arg_string), additional_config)
         return super().create_from_arg_string(arg_string, additional_config)
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
-        _one_device(arg_dict, additional_config)
+        _check_device(arg_dict, additional_config)
         return super().create_from_arg_obj(arg_dict, additional_config)
 
     def __init__(
@@ -125,6 +136,8 @@ class PerfHFLM(HFLM):
         peak_bandwidth: float | None = None,
         artifacts_dir: str | None = None,
         generation_backend: str = "eager",
+        head: str = "auto",
+        label_map: str | dict | None = None,
         **kwargs,
     ) -> None:
         try:
@@ -138,6 +151,8 @@ class PerfHFLM(HFLM):
                 f"generation_backend={generation_backend!r}: use one of {', '.join(GENERATION_BACKENDS)}"
             )
         self.plan = LoadPlan.pop_from(kwargs)  # precision / compression args; sets kwargs["dtype"]
+        self._head_arg = str(head)
+        self.is_classifier = False  # set from the config by _get_config
         for key in ("dtype", "softmax_dtype", "mixed_precision_dtype"):
             _check_dtype(key, kwargs.get(key))
         self._extra_args = {k for k in kwargs if k not in hflm_args()}
@@ -164,6 +179,21 @@ class PerfHFLM(HFLM):
         super().__init__(**kwargs)
         self.load_time_s = time.perf_counter() - started
         self._split_requests_over_processes()
+        self.classifier: classifier.Labels | None = None
+        self._classifier_call: ForwardCall | None = None
+        if self.is_classifier:
+            self.classifier = classifier.Labels.of(self.model.config, label_map)
+            self._classifier_call = ForwardCall(
+                self.model, self.mixed_precision_dtype, last_position_only=False
+            )
+            if self.model.config.pad_token_id is None:  # a decoder classifier pools at the last non-pad token
+                self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        elif label_map is not None:
+            raise UserInputError("label_map= applies to sequence classifiers only (see head=)")
+        self.folded_ids: str | None = None
+        if self.source is not None and self.source.random_weights:
+            self.folded_ids = sources.fold_token_ids(self.model, len(self.tokenizer))
+        self._classifier_batch_size: int | None = None
 
         self.monitor_interval = monitor_interval
         self.warmup_batches = warmup_batches
@@ -208,6 +238,9 @@ class PerfHFLM(HFLM):
             except (OSError, ValueError) as exc:  # no such model, no or a broken config.json
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserInputError(f"cannot load model {pretrained}: {first}") from exc
+        self.is_classifier = classifier.has_classification_head(self._config, self._head_arg)
+        if self.is_classifier:
+            self.AUTO_MODEL_CLASS = transformers.AutoModelForSequenceClassification
         unknown = sorted(k for k in self._extra_args - FROM_PRETRAINED_ARGS if not hasattr(self._config, k))
         if unknown:
             known = sorted(model_arg_names())
@@ -216,6 +249,13 @@ class PerfHFLM(HFLM):
                 f"unknown model_args key {unknown[0]!r} for perf-hf"
                 + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
+
+    def _get_backend(self, config, backend="default", trust_remote_code=False) -> None:
+        if not self.is_classifier:
+            return super()._get_backend(config, backend=backend, trust_remote_code=trust_remote_code)
+        # HFLM knows causal and seq2seq models; a classifier's requests are scored by models.classifier,
+        # and HFLM's batch-size probe (one tower, no labels) runs it as it runs a causal LM
+        self.backend = "causal"
 
     def _create_model(self, pretrained: str, dtype="auto", **kwargs) -> None:
         self.plan.bind(self._device)  # the device HFLM resolved; checked before any weight loads
@@ -227,8 +267,13 @@ class PerfHFLM(HFLM):
             super()._create_model(pretrained, dtype=dtype, **kwargs)
         else:
             torch_dtype = torch.bfloat16 if dtype in (None, "auto") else getattr(torch, str(dtype), dtype)
+            config_args = (
+                self._extra_args - FROM_PRETRAINED_ARGS
+            )  # set on the config, as from_pretrained does
+            for key in config_args:
+                setattr(self._config, key, kwargs[key])
             with torch.device(self._device):
-                self._model = transformers.AutoModelForCausalLM.from_config(self._config, dtype=torch_dtype)
+                self._model = self.AUTO_MODEL_CLASS.from_config(self._config, dtype=torch_dtype)
         self._model = self.plan.finish(self._model)  # SVD truncation, load-time quantization
 
     # -- the three request methods ---------------------------------------------------------------
@@ -248,14 +293,29 @@ class PerfHFLM(HFLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         with self._measuring("loglikelihood", requests):
+            if self.classifier is not None:
+                return classifier.score(
+                    requests, self.classifier, self._classify, self._classify_rows(requests)
+                )
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        self._refuse_for_classifier("loglikelihood_rolling", requests)
         with self._measuring("loglikelihood_rolling", requests):
             return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
 
+    def _refuse_for_classifier(self, kind: str, requests) -> None:
+        if self.classifier is None or not requests:
+            return
+        tasks = sorted({getattr(r, "task_name", None) or "unknown" for r in requests})
+        raise UserInputError(
+            f"{self.model_label} is a sequence classifier: "
+            f"it answers multiple-choice (loglikelihood) tasks only, not {kind} ({', '.join(tasks)})"
+        )
+
     def generate_until(self, requests, disable_tqdm: bool = False):
         plugins = {i for i, r in enumerate(requests) if is_plugin_request(r.args[1])}
+        self._refuse_for_classifier("generate_until", [r for i, r in enumerate(requests) if i not in plugins])
         if not plugins:
             with self._measuring("generate_until", requests):
                 return super().generate_until(requests, disable_tqdm=disable_tqdm)
@@ -350,6 +410,43 @@ class PerfHFLM(HFLM):
             self._session.row(inplen)
         return super()._select_cont_toks(logits, contlen=contlen, inplen=inplen)
 
+    def _classify_rows(self, requests) -> int:
+        """Rows per classifier forward: ``batch_size``, or once per model lm-eval's ``auto`` probe at the
+        longest context (HFLM's probe takes token lists and probes at their joint length less one)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if self._classifier_batch_size is None:
+            longest = max((r.args[0] for r in requests), key=len)
+            ids = self.tokenizer(longest, truncation=True, max_length=self.max_length).input_ids
+            self._classifier_batch_size = int(self._detect_batch_size([(None, ids, [0])]))
+        return self._classifier_batch_size
+
+    def classifier_inputs(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and attention mask of a classifier batch on the model's device, tokenized as the
+        classifier was trained: its special tokens, right padding to the longest row."""
+        batch = self.tokenizer(
+            texts,
+            padding="longest",
+            padding_side="right",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+    def _classify(self, texts: list[str]) -> torch.Tensor:
+        """Logits (rows x labels) of the classifier for ``texts``: one timed forward pass, a batch of
+        the evaluation."""
+        ids, mask = self.classifier_inputs(texts)
+        session = self._session
+        assert session is not None and self._classifier_call is not None  # a classifier's loglikelihood call
+        start = session.clock.now()
+        logits = self._classifier_call(ids, mask)
+        session.forward(session.clock.now() - start, int(ids.shape[0]), int(ids.shape[1]))
+        for tokens in mask.sum(dim=1).tolist():
+            session.row(int(tokens))
+        return logits
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         session = self._session
         if session is None or self._unmeasured:
@@ -410,12 +507,14 @@ class PerfHFLM(HFLM):
             record = efficiency_record(shares, self.shape, self.peaks)
             record["batch_size_probe"] = shares[0].monitor.extra["batch_size_probe"]  # rank 0's
             record["load"] = {
-                "model": self.source.label if self.source else type(self.model).__name__,
+                "model": self.model_label,
                 "random_weights": bool(self.source and self.source.random_weights),
                 "load_time_s": self.load_time_s,
                 "source_time_s": self.source_time_s,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device),
+                "head": self.head_record(),
+                "token_ids_folded": self.folded_ids,
                 **self.plan.record(self.model),  # "precision" and "compression" blocks
             }
             validate_if_asked(record)
@@ -426,9 +525,21 @@ class PerfHFLM(HFLM):
                 _LAST_RECORDS[:] = [record]
         return self.efficiency
 
+    @property
+    def model_label(self) -> str:
+        """The model's name in records: ``pretrained=`` as the user spelt it, else its class."""
+        return self.source.label if self.source is not None else type(self.model).__name__
+
+    def head_record(self) -> dict:
+        """What the model's output is: a causal LM's vocabulary, or a classifier's labels."""
+        if self.classifier is None:
+            return {"kind": "causal_lm" if self.backend == "causal" else self.backend}
+        return {"kind": "sequence_classification", "labels": list(self.classifier.names)}
+
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["efficiency"] = self.finish_measurement()
+        info[RUN_DEVICE] = str(self.device)
         if self.artifacts:
             info["lm_eval_perf_artifacts"] = dict(self.artifacts)
         return info

@@ -20,6 +20,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 
 import torch
 
@@ -91,10 +92,10 @@ class EvalSession:
         self.kind = kind
         padding = rank_padding(requests)
         self._padding[kind] = self._padding.get(kind, 0) + padding
-        for request in requests[: len(requests) - padding]:
-            entry = self._tasks[kind][getattr(request, "task_name", None) or "unknown"]
-            entry[0] += 1
-            entry[1] += sum(len(a) for a in request.args if isinstance(a, str))
+        for task, (count, chars) in task_counts(requests[: len(requests) - padding]).items():
+            entry = self._tasks[kind][task]
+            entry[0] += count
+            entry[1] += chars
         self.monitor.begin_window(kind)
 
     def end(self) -> None:
@@ -173,6 +174,33 @@ class EvalSession:
         """This process's share, once the session was left; ``extra`` goes into its ``ranks`` entry."""
         tasks = {kind: {task: list(v) for task, v in per.items()} for kind, per in self._tasks.items()}
         return SessionState(self.monitor.state(padding_requests=dict(self._padding), **extra), tasks)
+
+
+def task_counts(requests: Sequence) -> dict[str, tuple[int, int]]:
+    """Per task (``task_name``, else ``unknown``): the requests and the characters of their string
+    arguments.
+
+    One call of a request method passes requests of one kind, whose arguments have one layout
+    (``(context, continuation)``, ``(text,)``, ``(context, generation kwargs)``), so the characters
+    are counted position by position with ``map``: a multiple-choice task has a request per choice,
+    and a Python loop per request would cost perf-hf a few per cent of a small classifier's run."""
+    if not requests:
+        return {}
+    names = [name or "unknown" for name in map(attrgetter("task_name"), requests)]
+    arguments = list(map(attrgetter("args"), requests))
+    texts = [i for i, a in enumerate(arguments[0]) if isinstance(a, str)]
+    tasks = set(names)
+    if len(tasks) == 1:
+        return {
+            tasks.pop(): (len(requests), sum(sum(map(len, map(itemgetter(i), arguments))) for i in texts))
+        }
+    chars = map(sum, zip(*(map(len, map(itemgetter(i), arguments)) for i in texts)))
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name, count in zip(names, chars):
+        entry = totals[name]
+        entry[0] += 1
+        entry[1] += count
+    return {name: (count, chars_) for name, (count, chars_) in totals.items()}
 
 
 def rank_padding(requests: Sequence) -> int:

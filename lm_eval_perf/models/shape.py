@@ -1,5 +1,6 @@
-"""Parameter count, weight bytes as held in memory, KV and attention layout, embedding and lm_head
-sizes and compute dtype of a loaded model: what MFU and MBU count (:mod:`lm_eval_perf.monitor.metrics`)."""
+"""Parameter count, weight bytes as held in memory, KV and attention layout (causal or bidirectional),
+embedding and output-head sizes and compute dtype of a loaded model: what MFU and MBU count
+(:mod:`lm_eval_perf.monitor.metrics`)."""
 
 from __future__ import annotations
 
@@ -70,18 +71,61 @@ def _module_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _embedding_and_head(model: torch.nn.Module) -> tuple[int | None, int | None, bool]:
-    """(input-embedding params, lm_head params, whether the two share one matrix)."""
+def _embedding_tables(model: torch.nn.Module, embedding: torch.nn.Module) -> int:
+    """Parameters of every embedding table (``nn.Embedding``: a gather, no multiply): the token
+    embedding ``embedding`` and learned position or token-type tables beside it (BERT, GPT-2)."""
+    tables = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(tables.values()) or _module_params(embedding)
+
+
+def _classification_head(model: torch.nn.Module) -> int | None:
+    """Parameters of a sequence classifier's head: everything outside its base model (``score``;
+    ``pre_classifier`` + ``classifier``), plus the base model's pooler (BERT's, applied to the first
+    token only); ``None`` when the model has no separate base model."""
+    base = getattr(model, "base_model", None)
+    if not isinstance(base, torch.nn.Module) or base is model:
+        return None
+    head = parameter_count(model) - parameter_count(base)
+    pooler = getattr(base, "pooler", None)
+    if isinstance(pooler, torch.nn.Module):
+        head += parameter_count(pooler)
+    return head
+
+
+def _bidirectional(model: torch.nn.Module) -> bool:
+    """Whether the model's attention layers are all bidirectional (an encoder): transformers marks
+    each attention module with ``is_causal``."""
+    flags = {m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)}
+    return flags == {False}
+
+
+def _embedding_and_head(
+    model: torch.nn.Module, bidirectional: bool
+) -> tuple[int | None, int | None, bool, bool]:
+    """(embedding-table params, output-head params, whether the two share one matrix, whether the
+    head is a classification head run once per row on a pooled vector).
+
+    The output head is ``lm_head`` (``get_output_embeddings``), or a sequence classifier's head: a
+    decoder runs it at every position and pools the last token's logits; an encoder pools first
+    (its first token or the mean) and runs it once per row."""
     get_in = getattr(model, "get_input_embeddings", None)
     get_out = getattr(model, "get_output_embeddings", None)
     embedding = get_in() if get_in is not None else None
     head = get_out() if get_out is not None else None
-    if embedding is None or head is None:
-        return None, None, False
+    if embedding is None:
+        return None, None, False, False
+    tables = _embedding_tables(model, embedding)
+    if head is None:
+        classifier = _classification_head(model)
+        return (
+            (tables, classifier, False, bidirectional)
+            if classifier is not None
+            else (None, None, False, False)
+        )
     tied = getattr(embedding, "weight", None) is not None and embedding.weight is getattr(
         head, "weight", None
     )
-    return _module_params(embedding), _module_params(head), tied
+    return tables, _module_params(head), tied, False
 
 
 _WINDOW_ATTRIBUTE = {"sliding_attention": "sliding_window", "chunked_attention": "attention_chunk_size"}
@@ -183,7 +227,8 @@ def dtype_label(dtype: torch.dtype) -> str:
 
 
 def model_shape(model: torch.nn.Module, autocast_dtype=None) -> ModelShape:
-    """The :class:`ModelShape` of a transformers causal LM (KV and attention layout from its config).
+    """The :class:`ModelShape` of a transformers causal LM, encoder or sequence classifier (KV and
+    attention layout from its config).
 
     ``autocast_dtype``: the dtype the forward runs under autocast, if it does.
     """
@@ -194,7 +239,8 @@ def model_shape(model: torch.nn.Module, autocast_dtype=None) -> ModelShape:
     layout = _attention(text, notes)
     windows = _layer_windows(text, n_layers, notes)
     _mixture_of_experts(text, notes)
-    embedding, head, tied = _embedding_and_head(model)
+    bidirectional = _bidirectional(model)
+    embedding, head, tied, pooled = _embedding_and_head(model, bidirectional)
     activations = compute_dtype(model, autocast_dtype)
     return ModelShape(
         params=parameter_count(model),
@@ -207,6 +253,8 @@ def model_shape(model: torch.nn.Module, autocast_dtype=None) -> ModelShape:
         lm_head_tied=tied,
         compute_dtype=dtype_label(activations),
         notes=notes,
+        bidirectional=bidirectional,
+        head_pooled=pooled,
         **layout,
     )
 

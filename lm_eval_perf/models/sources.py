@@ -6,8 +6,9 @@
 * ``arch:<preset>`` or ``arch:path/to/config.json`` - a real architecture with random weights, built
   directly on the target device without downloading anything. Presets live in
   ``lm_eval_perf/models/architectures`` (``configs/architectures`` in the repository). The tokenizer
-  defaults to the bundled SmolLM2 one: efficiency does not depend on which ids are fed, and its
-  49,152 ids are valid in every preset's vocabulary.
+  defaults to the bundled SmolLM2 one: efficiency does not depend on which ids are fed. Its 49,152
+  ids are valid in every causal preset's vocabulary; for a smaller one (``distilbert-base``, 30,522)
+  they are folded into it (:func:`fold_token_ids`).
 """
 
 from __future__ import annotations
@@ -143,3 +144,16 @@ def local_model_dir(model: str, command: str, arch_hint: str) -> str:
     if not Path(model_dir).is_dir():
         raise UserInputError(f"--model {model} is not a local model directory")
     return model_dir
+
+
+def fold_token_ids(model, tokenizer_size: int) -> str | None:
+    """For random weights with a tokenizer of more ids than the model's vocabulary: fold every input
+    id into it (id mod vocabulary) with a hook on the input embedding, so no id indexes past the
+    table; which ids are fed does not change efficiency. The note for the record, ``None`` if none
+    is needed."""
+    embedding = model.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None)
+    if rows is None or tokenizer_size <= rows:
+        return None
+    embedding.register_forward_pre_hook(lambda module, args: (args[0] % rows, *args[1:]))
+    return f"the tokenizer has {tokenizer_size} ids, the model's vocabulary {rows}: ids folded modulo {rows}"

@@ -14,7 +14,11 @@ measured (non-warm-up) batches of one request kind.
   ``logits_to_keep`` does) + attention 2 · heads · (q·k dim + v dim) per (query, key) pair and layer,
   i.e. 4 · layers · heads · head_dim · P²/2 for a causal prompt. The pairs are counted exactly
   (Σ over positions p of the keys p reads: p, or at most the window on a sliding-window layer), so a
-  prompt from an empty cache has P(P+1)/2 of them per layer.
+  prompt from an empty cache has P(P+1)/2 of them per layer. An encoder (bidirectional attention:
+  BERT, DistilBERT, RoBERTa, ModernBERT) has P² pairs per layer (a sliding-window layer: the keys
+  within the half-window on either side); a sequence classifier's head (``lm_head`` in these
+  formulas) runs at every position of a decoder (its logits are pooled at the last token
+  afterwards) but once per row of an encoder (on the pooled first-token or mean vector).
 * MBU (model bandwidth utilization) = bytes that must be read / time / peak bytes/s; for one decode
   step: all weight bytes plus the K/V the step reads: for every sequence of the batch, per layer, the
   cache up to the step's position (at most the window on a sliding-window layer), in the cache's dtype.
@@ -45,6 +49,10 @@ class ModelShape:
     size of the KV cache's dtype; ``compute_dtype`` the dtype the matrix multiplies run in (the
     activations' dtype: ``bfloat16``, ``float16``, ``float32`` or ``tf32``). ``notes`` maps a figure
     (``mfu``, ``mbu``) to why it is an estimate for this model (e.g. mixture of experts).
+    ``bidirectional``: every position attends to every key of its row (an encoder), not only the
+    earlier ones; on a sliding-window layer its window is the half-window on either side.
+    ``head_pooled``: the output head (``lm_head_params``) is a classification head that runs once
+    per row on a pooled vector, however many positions have logits.
     """
 
     params: int
@@ -62,6 +70,8 @@ class ModelShape:
     lm_head_tied: bool = False
     compute_dtype: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    bidirectional: bool = False
+    head_pooled: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +143,23 @@ def key_reads(shape: ModelShape, first: float, last: float) -> float:
     return sum(_keys_read(first, last, window) for window in shape.windows())
 
 
+def _bidirectional_pairs(positions: float, half_window: int | None) -> float:
+    """(query, key) pairs of one layer of a row of ``positions`` when every position attends to
+    every key within ``half_window`` on either side (all keys when ``None``): P², or
+    P·(2h + 1) − h·(h + 1) when the window does not span the row (each edge loses 1 + ... + h)."""
+    if half_window is None or half_window >= positions - 1:
+        return positions * positions
+    return positions * (2 * half_window + 1) - half_window * (half_window + 1)
+
+
+def attention_pairs(shape: ModelShape, positions: float) -> float:
+    """Σ over layers of the (query, key) pairs of a row of ``positions`` from an empty cache: causal
+    (each position reads the keys up to itself) or bidirectional (``shape.bidirectional``)."""
+    if shape.bidirectional:
+        return sum(_bidirectional_pairs(positions, window) for window in shape.windows())
+    return key_reads(shape, 1, positions)
+
+
 def cached_tokens(shape: ModelShape, tokens: int) -> float:
     """Σ over layers of the tokens a row of ``tokens`` positions holds in the cache (window-capped)."""
     return float(sum(tokens if w is None else min(tokens, w) for w in shape.windows()))
@@ -142,14 +169,15 @@ def forward_flops(shape: ModelShape, row_tokens: Sequence[float], all_logits: bo
     """FLOPs of a forward pass over rows of ``row_tokens`` positions each, from an empty cache.
 
     ``all_logits``: logits at every position (loglikelihood) or at the last one only (a generation
-    prefill: transformers' ``logits_to_keep=1``).
+    prefill: transformers' ``logits_to_keep=1``); a pooled classification head
+    (``shape.head_pooled``) runs once per row either way.
     """
     tokens = float(sum(row_tokens))
-    logit_positions = tokens if all_logits else float(len(row_tokens))
+    logit_positions = tokens if all_logits and not shape.head_pooled else float(len(row_tokens))
     flops = _linear_flops(shape, tokens, logit_positions)
     per_pair = _attention_per_pair(shape)
     if per_pair is not None:
-        flops += per_pair * sum(key_reads(shape, 1, p) for p in row_tokens)
+        flops += per_pair * sum(attention_pairs(shape, p) for p in row_tokens)
     return flops
 
 

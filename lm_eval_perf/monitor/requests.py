@@ -40,7 +40,8 @@ FORWARD_DEFINITIONS = {
     "prompt_tokens_per_s": "unpadded prompt tokens / seconds",
     "energy_per_token_j": "energy_j / prompt tokens of every batch in the window (warm-up too)",
     "mfu": "FLOPs with logits at every position (2 x (params - embedding - lm_head) + 2 x lm_head per "
-    "token + causal attention) / seconds / peak FLOP/s of the compute dtype (peaks.flops_dtype)",
+    "token, per row for an encoder's pooled classification head, + attention: causal, or every pair "
+    "of a row for an encoder) / seconds / peak FLOP/s of the compute dtype (peaks.flops_dtype)",
 }
 OVERALL_DEFINITIONS = {
     "busy_s": "sum of the latencies of the measured batches of every kind",

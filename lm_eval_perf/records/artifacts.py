@@ -18,4 +18,5 @@ class Artifact:
 
 
 THROUGHPUT = Artifact("perf_throughput_jsonl", "perf_throughput.jsonl")  # one JSON line per sweep point
+FORWARD = Artifact("perf_forward_jsonl", "perf_forward.jsonl")  # one JSON line per forward sweep point
 ESD_LAYERS = Artifact("esd_layers_csv", "esd_layers.csv")  # one CSV row per layer; runs add a time stamp

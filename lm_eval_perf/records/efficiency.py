@@ -34,6 +34,10 @@ SCHEMA = f"{PREFIX}{MAJOR}"
 READABLE = (1, 2)  # majors the report reads
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 VALIDATE_ENV = "LM_EVAL_PERF_VALIDATE"
+# ``config.<RUN_DEVICE>`` of every results JSON perf-hf (and ``lm-eval-perf esd``) writes: the torch
+# device the model ran on (``cpu``, ``cuda:0``) - also for a run of plugin tasks only, which has no
+# record (lm-eval's own ``config.device`` is the device asked for, which HFLM may have fallen back from)
+RUN_DEVICE = "lm_eval_perf_device"
 
 Fraction = Annotated[float | None, "fraction, 0 to 1"]
 Reasons = Annotated[dict[str, str], "figure -> why it is null"]
@@ -162,6 +166,8 @@ class ModelShape(TypedDict):
     lm_head_tied: bool | None
     compute_dtype: str | None
     notes: Annotated[dict[str, str], "what the figures derived from this shape estimate, and why"]
+    bidirectional: Annotated[bool, "every position attends to every key of its row (an encoder)"]
+    head_pooled: Annotated[bool, "the output head is a classification head run once per row (pooled)"]
 
 
 class Peaks(TypedDict):
@@ -213,8 +219,15 @@ class Rank(TypedDict):
     batch_size_probe: NotRequired[list[dict[str, Any]] | None]
 
 
+class Head(TypedDict):
+    """What the model outputs: a causal LM's vocabulary or a sequence classifier's labels."""
+
+    kind: Annotated[str, "causal_lm, sequence_classification, or the loader's backend name"]
+    labels: NotRequired[Annotated[list[str], "the classifier's label names, in logit order"]]
+
+
 class Load(TypedDict):
-    """How the model was loaded: source, times, dtype, device, precision and compression blocks."""
+    """How the model was loaded: source, times, dtype, device, head, precision and compression blocks."""
 
     model: str
     random_weights: bool
@@ -222,6 +235,10 @@ class Load(TypedDict):
     source_time_s: Annotated[float, "a bundled model's one-time conversion into the cache, s"]
     dtype: str
     device: str
+    head: Head
+    token_ids_folded: Annotated[
+        str | None, "how a random-weight model's smaller vocabulary folds the tokenizer's ids"
+    ]
     precision: dict[str, Any]
     compression: dict[str, Any] | None
 
@@ -289,7 +306,20 @@ def _unwrap_not_required(hint: Any) -> Any:
 
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of :class:`EfficiencyRecord`, from the classes above."""
-    classes = [Stats, Window, Kind, Excluded, Overall, TaskShare, ModelShape, Peaks, Provenance, Rank, Load]
+    classes = [
+        Stats,
+        Window,
+        Kind,
+        Excluded,
+        Overall,
+        TaskShare,
+        ModelShape,
+        Peaks,
+        Provenance,
+        Rank,
+        Head,
+        Load,
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA,

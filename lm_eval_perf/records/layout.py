@@ -20,8 +20,12 @@ config last run on the folder, ``--only`` filters included::
 
     {"schema": "lm-eval-perf/matrix/1", "config": "/abs/path/batch.yaml", "updated_at": <Unix s>,
      "jobs": [{"key": "<model>/<precision>/<task>", "model": ..., "precision": "bfloat16" | null,
-               "compression_ratio": 0.6 | null, "task": "<lm-eval task>", "task_label": "<label>",
+               "compression_ratio": 0.6 | null, "device": "cpu" | "cuda" | null,
+               "task": "<lm-eval task>", "task_label": "<label>",
                "state": "pending" | "running" | "done" | "failed"}, ...]}
+
+``device`` is the cell's place on the config's ``devices`` axis (null: the config has none; plans
+written before the axis existed lack the field, which reads as null).
 
 ``state``: ``done`` - its result folder ``results/<key>/`` exists; ``failed`` - its last attempt
 failed (``failures.jsonl`` says why); ``running`` - an attempt was started and has not ended (or
@@ -89,7 +93,7 @@ class Layout:
         return os.path.isfile(os.path.join(self.root, "results", key, JOB_FILE))
 
 
-PLANNED_FIELDS = ("key", "model", "precision", "compression_ratio", "task", "task_label")
+PLANNED_FIELDS = ("key", "model", "precision", "compression_ratio", "device", "task", "task_label")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class PlannedJob:
     task: str
     task_label: str
     state: str
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ def read_plan(path: Path) -> MatrixPlan:
                 task=str(job.get("task") or ""),
                 task_label=str(job.get("task_label") or job["key"].rsplit("/", 1)[-1]),
                 state=job["state"],
+                device=None if job.get("device") is None else str(job["device"]),
             )
         )
     return MatrixPlan(

@@ -30,10 +30,12 @@ def model_name(pretrained: str, revision: str | None = None, peft: str | None = 
     return name
 
 
-def precision_folder(precision: str | None, ratio: float | None) -> str:
-    """``bfloat16``, ``default`` (no precision), ``bfloat16@r0.6`` (compressed to ratio 0.6)."""
+def precision_folder(precision: str | None, ratio: float | None, device: str | None = None) -> str:
+    """``bfloat16``, ``default`` (no precision), ``bfloat16@r0.6`` (compressed to ratio 0.6),
+    ``bfloat16@cpu`` / ``bfloat16@r0.6@cuda`` (a matrix with a device axis)."""
     name = precision or "default"
-    return name if ratio is None or ratio >= 1.0 else f"{name}@r{ratio:g}"
+    name = name if ratio is None or ratio >= 1.0 else f"{name}@r{ratio:g}"
+    return name if device is None else f"{name}@{device}"
 
 
 def folder_name(value: str, where: str) -> str:

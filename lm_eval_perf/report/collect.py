@@ -14,13 +14,17 @@ Under ``results_dir`` (searched recursively):
 
 A file that cannot be read or parsed (truncated, not JSON, not a results file) becomes a
 :class:`Problem` and is skipped: reading never stops on bad input.
+
+Each run's row names its device (:mod:`.identity`) only when the runs and matrix plans together name
+two or more devices (``Inputs.by_device``); otherwise the device is dropped from every row, and the
+tables are what they were before devices were told apart.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -80,6 +84,7 @@ class Inputs:
     failures: list[dict] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     plans: list[MatrixPlan] = field(default_factory=list)
+    by_device: bool = False  # the runs and plans name several devices: rows are told apart by device
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the results directory (as written in reports)."""
@@ -244,6 +249,11 @@ def collect(root: Path, progress: bool = True) -> Inputs:
             inputs.plans.append(read_plan(path))
         except ValueError as exc:
             inputs.problems.append(Problem(path, f"{exc}; its missing cells are not listed"))
+    devices = {run.row.device for run in inputs.runs} | {j.device for p in inputs.plans for j in p.jobs}
+    inputs.by_device = len(devices - {None}) > 1
+    if not inputs.by_device:
+        for run in inputs.runs:
+            run.row = replace(run.row, device=None)
     if not inputs.runs and not inputs.failures:
         where = f" ({len(inputs.problems)} unreadable)" if inputs.problems else ""
         raise UserInputError(f"--results_dir {root}: no results_*.json or failures.jsonl found{where}")

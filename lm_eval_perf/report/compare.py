@@ -1,4 +1,4 @@
-"""Each row against its model's baseline row, and the best row of each model.
+"""Each row against its model's baseline row (on the same device), and the best row of each model.
 
 Gains are ``baseline / row`` for costs (latency, energy, memory: > 1 means the row is cheaper) and
 ``row / baseline`` for rates (IT, decode tokens/s: > 1 means faster). Accuracy changes are
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lm_eval_perf.monitor.metrics import ratio
-from lm_eval_perf.report.efficiency import RowEfficiency, baseline_of
+from lm_eval_perf.report.efficiency import RowEfficiency
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.study import Study
 from lm_eval_perf.report.tasks import ACCURACY, Column
@@ -60,14 +60,12 @@ def compare(
 ) -> tuple[list[Comparison], list[str]]:
     """Comparisons of every non-baseline row whose model has a baseline row; notes for the others."""
     comparisons, notes = [], []
-    for model in study.models():
-        base = baseline_of(RowKey(model, baseline_precision), baseline_precision)
-        others = [r for r in study.rows_of(model) if r != base]
+    for model, device in dict.fromkeys((r.model, r.device) for r in study.rows):
+        base = RowKey(model, baseline_precision, device=device)
+        others = [r for r in study.rows_of(model) if r.device == device and r != base]
         if base not in study.rows:
             if others:
-                notes.append(
-                    f"{model}: no {baseline_precision} row (ratio 1): no accuracy drop, gains or MCR"
-                )
+                notes.append(f"{model}: no {base.label()} row (ratio 1): no accuracy drop, gains or MCR")
             continue
         for row in others:
             changes = []

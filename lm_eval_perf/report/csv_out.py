@@ -1,7 +1,7 @@
 """The CSV outputs: tidy ``benchmark_results.csv``, ``benchmark_results_wide.csv`` and
 ``summary_statistics.csv``.
 
-Tidy: one row per (model, precision, ratio, task, metric) of every winning cell - the cell's task
+Tidy: one row per (model, precision, ratio, device, task, metric) of every winning cell - the cell's task
 or group and every task below it, each metric it reports - plus the cell's MCR and the row's
 efficiency figures (task ``(efficiency)``; ``basis``: the source of the peak memory - alloc, NVML or
 RSS - and, for AL, the request kind: one ``al_s`` row per kind). ``column`` is the table column the
@@ -10,7 +10,10 @@ is a task with its settings), ``primary`` marks the value shown in the table, ``
 file (relative to the results directory). Numbers are written in full precision (``repr``); missing
 values are empty.
 
-Wide: one row per (model, precision, ratio): each table column's primary metric (header: column,
+``device`` (the last column of both files, so that the others keep their places) is empty unless the
+results hold several devices (see :mod:`.identity`).
+
+Wide: one row per (model, precision, ratio, device): each table column's primary metric (header: column,
 metric and settings - ``BBH (acc_norm; 3-shot, limit 10)``), then the efficiency figures, headers
 with units.
 """
@@ -46,6 +49,7 @@ TIDY_COLUMNS = (
     "higher_is_better",
     "primary",
     "source",
+    "device",
 )
 SUMMARY_COLUMNS = (
     "model",
@@ -109,7 +113,7 @@ def to_csv(columns, rows: list[dict]) -> str:
 def tidy_rows(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> list[dict]:
     out = []
     for row in study.rows:
-        ident = {"model": row.model, "precision": row.precision, "ratio": row.ratio}
+        ident = {"model": row.model, "precision": row.precision, "ratio": row.ratio, "device": row.device}
         for column in study.columns:
             cell = study.cell(row, column)
             if cell is None:
@@ -191,10 +195,15 @@ def wide(study: Study, efficiency: dict[RowKey, RowEfficiency]) -> tuple[list[st
     units = {
         m.key: f"{m.label} ({'fraction' if m.percent else m.unit})" if m.unit else m.label for m in METRICS
     }
-    headers += list(units.values())
+    headers += [*units.values(), "device"]
     rows = []
     for row in study.rows:
-        record: dict = {"model": row.model, "precision": row.precision, "ratio": row.ratio}
+        record: dict = {
+            "model": row.model,
+            "precision": row.precision,
+            "ratio": row.ratio,
+            "device": row.device,
+        }
         for column in columns:
             cell = study.cell(row, column)
             record[names[column]] = cell.entry.value if cell else None

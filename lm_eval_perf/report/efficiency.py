@@ -16,9 +16,9 @@ throughput sweep and the ESD analysis measure themselves.
   largest over the row's runs, of the first source every run with a record has.
 * Weights (GiB): weight bytes as held in memory (:func:`lm_eval_perf.report.mcr.weight_bytes_of`).
 * MCR per cell = (size_base / size) · (perf / perf_base) against the same model's baseline row
-  (``--baseline-precision``, ratio 1.0) and the column's primary metric; for a metric where lower
-  is better (perplexity) the performance term is perf_base / perf. The row's MCR is the mean over
-  its accuracy columns where MCR is defined. Undefined cases are ``None`` (``--``), never 0.
+  (``--baseline-precision``, ratio 1.0, on the same device) and the column's primary metric; for a
+  metric where lower is better (perplexity) the performance term is perf_base / perf. The row's MCR
+  is the mean over its accuracy columns where MCR is defined. Undefined cases are ``None`` (``--``), never 0.
 """
 
 from __future__ import annotations
@@ -223,14 +223,15 @@ def _perf_pair(base: Cell, cell: Cell) -> tuple[float | None, float | None, str 
 
 
 def baseline_of(row: RowKey, precision: str) -> RowKey:
-    return RowKey(row.model, precision, UNCOMPRESSED)
+    """The baseline row of ``row``: the same model on the same device, in ``precision``, uncompressed."""
+    return RowKey(row.model, precision, UNCOMPRESSED, row.device)
 
 
 def cell_mcr(study: Study, cell: Cell, baseline_precision: str) -> tuple[float | None, str | None]:
     """MCR of one accuracy cell against the same model's baseline row, or why it is undefined."""
     base_row = baseline_of(cell.row, baseline_precision)
     if base_row not in study.rows:
-        return None, f"no {baseline_precision} (ratio 1) row of {cell.row.model}"
+        return None, f"no {base_row.label()} (ratio 1) row of {cell.row.model}"
     base = study.cell(base_row, cell.column)
     if base is None:
         return None, f"no {baseline_precision} value of {cell.column.key} with the same settings"

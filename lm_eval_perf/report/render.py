@@ -1,9 +1,11 @@
-"""Jinja2 rendering of the LaTeX tables, the HTML report and the text report.
+"""Jinja2 rendering of the LaTeX tables, the HTML report, the text report and the PDF's LaTeX document.
 
 Built-in templates live in ``lm_eval_perf/report/templates/``. ``--template PATH`` (repeatable)
 overrides them: a folder is searched first for files with the built-in names
-(``benchmark_table.tex.j2``, ``report.html.j2``, ``benchmark_report.txt.j2``); a file replaces the
-built-in template of its kind, told by its name (``*.tex[.j2]``, ``*.html[.j2]``, ``*.txt[.j2]``).
+(``benchmark_table.tex.j2``, ``report.html.j2``, ``benchmark_report.txt.j2``, ``report.tex.j2`` -
+the PDF's document - and ``latex_tables.tex.j2``, the table macros both LaTeX templates import); a
+file replaces the built-in template of its kind, told by its name (``*.tex[.j2]``: the LaTeX tables,
+``*.html[.j2]``, ``*.txt[.j2]``).
 
 LaTeX templates use LaTeX-friendly delimiters - ``\\VAR{...}``, ``\\BLOCK{...}``, ``\\#{...}`` - and
 the ``latex`` filter, which escapes LaTeX's special characters (and replaces characters pdflatex
@@ -23,7 +25,13 @@ from lm_eval_perf.records.console import markdown_table as text_table
 from lm_eval_perf.report.report import ReportData
 from lm_eval_perf.report.tables import Table
 
-TEMPLATES = {"latex": "benchmark_table.tex.j2", "html": "report.html.j2", "txt": "benchmark_report.txt.j2"}
+TEMPLATES = {
+    "latex": "benchmark_table.tex.j2",
+    "html": "report.html.j2",
+    "txt": "benchmark_report.txt.j2",
+    "pdf": "report.tex.j2",  # the LaTeX document pdflatex makes report.pdf of (lm_eval_perf.report.pdf)
+}
+LATEX_KINDS = ("latex", "pdf")
 BUILTIN = Path(__file__).resolve().parent / "templates"
 _LATEX = {
     "\\": r"\textbackslash{}",
@@ -57,18 +65,31 @@ def latex_escape(value) -> str:
     return "".join(out)
 
 
+def figure_file(index: int) -> str:
+    """The file name of the ``index``-th figure (from 1) beside the PDF's LaTeX document (plain
+    names: graphicx reads a second dot in a file name as the start of its extension)."""
+    return f"figure-{index}.png"
+
+
 def arrow(higher_is_better: bool | None) -> str:
     return {True: r" $\uparrow$", False: r" $\downarrow$"}.get(higher_is_better, "")  # type: ignore[arg-type]
 
 
 def table_text(table: Table) -> str:
     """A table as a markdown-style text table (bold cells marked with ``*``)."""
-    header = ["model", "precision", *(["ratio"] if table.with_ratio else [])]
+    keys = (
+        ("ratio", table.with_ratio),
+        ("device", table.with_device),
+        (table.item_header, table.item_header),
+    )
+    shown = [name for name, on in keys if on]
+    header = ["model", "precision", *shown]
     details = ("; ".join(filter(None, (h.unit, h.settings))) for h in table.headers)
     header += [f"{h.label} ({d})" if d else h.label for h, d in zip(table.headers, details)]
     rows = []
     for row in table.rows:
-        cells = [row.model if row.first else "", row.precision, *([row.ratio] if table.with_ratio else [])]
+        names = {"ratio": row.ratio, "device": row.device, table.item_header: row.item}
+        cells = [row.model if row.first else "", row.precision, *(names[name] for name in shown)]
         rows.append(cells + [f"*{c.text}*" if c.best else c.text for c in row.cells])
     return text_table(header, rows) if rows else "(no rows)"
 
@@ -102,7 +123,7 @@ def _environment(kind: str, folders: list[Path], files: dict[str, str]) -> jinja
         [jinja2.DictLoader(files), jinja2.FileSystemLoader([*map(str, folders), str(BUILTIN)])]
     )
     options: dict = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": True}
-    if kind == "latex":
+    if kind in LATEX_KINDS:
         options.update(
             block_start_string=r"\BLOCK{",
             block_end_string="}",
@@ -118,12 +139,13 @@ def _environment(kind: str, folders: list[Path], files: dict[str, str]) -> jinja
         options.update(trim_blocks=True, lstrip_blocks=True, autoescape=kind == "html")
     env = jinja2.Environment(**options)
     env.filters["latex"] = latex_escape
-    env.globals.update(arrow=arrow, table_text=table_text)
+    env.globals.update(arrow=arrow, table_text=table_text, figure_file=figure_file)
     return env
 
 
 def render(kind: str, report: ReportData, templates: list[Path]) -> str:
-    """The text of output ``kind`` (``latex``, ``html`` or ``txt``); template errors are one line."""
+    """The text of output ``kind`` (``latex``, ``html``, ``txt`` or ``pdf``: the PDF's LaTeX
+    document); template errors are one line."""
     folders, files = user_templates(templates)
     name = TEMPLATES[kind]
     try:

@@ -23,20 +23,23 @@ from lm_eval_perf.report.tasks import ACCURACY, BENCHMARKS, number
 @dataclass
 class FigureView:
     """A drawn figure: ``name`` (file stem), ``title``, ``caption``, ``data_uri`` (PNG, base64),
-    ``files`` (paths of its PNG and PDF relative to the output folder)."""
+    ``files`` (paths of its PNG and PDF relative to the output folder), ``png`` (the PNG's bytes)."""
 
     name: str
     title: str
     caption: str
     data_uri: str
     files: list[str]
+    png: bytes = field(default=b"", repr=False)
 
 
 @dataclass
 class ReportData:
     """The ``report`` object of the templates.
 
-    ``accuracy``/``efficiency``: :class:`~lm_eval_perf.report.tables.Table`; ``best``: per model
+    ``accuracy``/``efficiency``: :class:`~lm_eval_perf.report.tables.Table`; ``devices``: the
+    tables of the CPU and other devices side by side (:mod:`lm_eval_perf.report.devices`; empty
+    where the results hold one device); ``best``: per model
     ``{model, row, score, over}`` (``over``: the columns the mean is over); ``comparisons``: per
     non-baseline row ``{model, row, baseline, changes: [{column, metric, baseline, value, delta}],
     gains: [{name, value}], mcr}`` (texts); ``mcr``: per
@@ -44,7 +47,9 @@ class ReportData:
     ``skipped``: ``{name, reason}`` of figures not drawn; ``failures``: batch_eval's failed jobs;
     ``problems``: ``{path, reason}`` of unreadable files; ``missing``: ``{model, row, task, state}`` of
     the cells batch_eval's matrix plans planned that have no result (state pending, running or failed);
-    ``notes``: texts (newest-wins choices and the like); ``unavailable``: ``{row, metrics, reason}``
+    ``notes``: texts (newest-wins choices and the like); ``outputs_skipped``: ``{name, reason}`` of
+    the default outputs that could not be made here (the PDF without pdflatex or Chromium);
+    ``unavailable``: ``{row, metrics, reason}``
     of efficiency figures shown as ``--``; ``runs``: ``{path, model, row, origin,
     date}``; ``benchmarks``: the column mapping; ``metrics``: the efficiency columns' definitions.
     """
@@ -55,6 +60,7 @@ class ReportData:
     baseline: str
     accuracy: Table
     efficiency: Table
+    devices: list[Table] = field(default_factory=list)
     best: list[dict] = field(default_factory=list)
     comparisons: list[dict] = field(default_factory=list)
     mcr: list[dict] = field(default_factory=list)
@@ -64,6 +70,7 @@ class ReportData:
     problems: list[dict] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    outputs_skipped: list[dict] = field(default_factory=list)
     unavailable: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     benchmarks: list[dict] = field(default_factory=list)
@@ -110,9 +117,11 @@ def _comparison(study: Study, c: Comparison) -> dict:
 
 def _failure(record: dict) -> dict:
     ratio = number(record.get("compression_ratio"))
+    precision = str(record.get("precision") or "default")
+    row = RowKey("", precision, 1.0 if ratio is None else ratio, record.get("device") or None)
     return {
         "model": str(record.get("model") or "?"),
-        "row": RowKey("", str(record.get("precision") or "default"), 1.0 if ratio is None else ratio).label(),
+        "row": row.label(),
         "task": str(record.get("task") or "?"),
         "error": str(record.get("error") or "unknown error"),
         "log": str(record.get("log") or ""),
@@ -143,8 +152,10 @@ def build_report(
     figures: list[FigureView],
     skipped: list[dict],
     notes: list[str],
+    devices: list[Table],
 ) -> ReportData:
-    """The :class:`ReportData` of a study (figures already drawn and written)."""
+    """The :class:`ReportData` of a study (figures already drawn); ``devices``: the side-by-side
+    tables (:func:`lm_eval_perf.report.devices.device_tables`)."""
     comparisons, compare_notes = compare(study, efficiency, baseline)
     best = [
         {
@@ -180,6 +191,7 @@ def build_report(
         baseline=baseline,
         accuracy=accuracy_table(study),
         efficiency=efficiency_table(study, efficiency, baseline),
+        devices=devices,
         best=best,
         comparisons=[_comparison(study, c) for c in comparisons],
         mcr=mcr,
@@ -208,6 +220,5 @@ def build_report(
 
 
 def figure_view(name: str, title: str, caption: str, png: bytes, files: list[str]) -> FigureView:
-    return FigureView(
-        name, title, caption, "data:image/png;base64," + base64.b64encode(png).decode("ascii"), files
-    )
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return FigureView(name, title, caption, uri, files, png)

@@ -101,7 +101,8 @@ class Study:
                     continue
                 state = job.state if job.state != "done" else "done, but no readable results file"
                 ratio = 1.0 if job.compression_ratio is None else job.compression_ratio
-                row = RowKey(job.model, job.precision or "default", ratio)
+                device = job.device if self.inputs.by_device else None
+                row = RowKey(job.model, job.precision or "default", ratio, device)
                 out.append({"model": job.model, "row": row.label(), "task": job.task_label, "state": state})
         return out
 

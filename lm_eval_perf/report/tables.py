@@ -43,6 +43,8 @@ class TableRow:
     ratio: str
     cells: list[TableCell]
     first: bool = False  # first row of its model's group
+    device: str = ""  # the row's device, where the study tells devices apart
+    item: str = ""  # what the row measures, in a table of several figures per row (item_header)
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Table:
     rows: list[TableRow]
     with_ratio: bool = False  # the study has compressed rows: show a Ratio column
     notes: list[str] = field(default_factory=list)
+    with_device: bool = False  # the rows differ by device: show a Device column
+    item_header: str = ""  # non-empty: an item column (TableRow.item) of this name after the row's names
 
 
 def mark_best(rows: list[TableRow], headers: list[Header]) -> None:
@@ -67,10 +71,15 @@ def mark_best(rows: list[TableRow], headers: list[Header]) -> None:
             row.cells[i].best = row.cells[i].value == best
 
 
+def table_row(row: RowKey, cells: list[TableCell], first: bool, item: str = "") -> TableRow:
+    """The table row of ``row`` (``first``: the first of its model's group)."""
+    return TableRow(row.model, row.precision, row.ratio_text(), cells, first, row.device or "", item)
+
+
 def _rows(study: Study, cells) -> list[TableRow]:
     out, previous = [], None
     for row in study.rows:
-        out.append(TableRow(row.model, row.precision, row.ratio_text(), cells(row), row.model != previous))
+        out.append(table_row(row, cells(row), row.model != previous))
         previous = row.model
     return out
 
@@ -110,6 +119,7 @@ def accuracy_table(study: Study) -> Table:
         headers,
         rows,
         with_ratio=any(r.compressed for r in study.rows),
+        with_device=study.inputs.by_device,
     )
 
 
@@ -140,4 +150,5 @@ def efficiency_table(study: Study, efficiency: dict[RowKey, RowEfficiency], base
         headers,
         rows,
         with_ratio=any(r.compressed for r in study.rows),
+        with_device=study.inputs.by_device,
     )

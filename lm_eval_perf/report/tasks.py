@@ -24,9 +24,11 @@ become columns (a group without a metric of its own is replaced by its members).
 metric is the first of the task's ``metric_list`` (for a group, the first metric it reports); the
 ``none`` filter is preferred.
 
-The throughput sweep (``perf_throughput``, recognised by its ``points_ok`` metric) and the ESD
-analysis (``esd``, by ``alpha_layers``) are measurements, not accuracy: they become columns of kind
-``throughput`` / ``esd`` that the accuracy table leaves out.
+The sweeps (recognised by their ``points_ok`` metric: ``perf_forward`` by its task name or its
+``samples_per_s`` metrics, else ``perf_throughput``) and the ESD analysis (``esd``, by
+``alpha_layers``) are measurements, not accuracy: they become columns of kind ``throughput`` /
+``forward`` / ``esd`` that the accuracy table leaves out. A throughput column's value is the sweep's
+best decode tokens/s, a forward column's the best samples/s at its first sequence length.
 
 An accuracy column is also defined by the evaluation settings (:class:`Settings`): the few-shot count
 (lm-eval's ``n-shot``), ``--limit``, the batch size and the task's version. Results that differ in
@@ -38,7 +40,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-ACCURACY, THROUGHPUT, ESD = "accuracy", "throughput", "esd"
+ACCURACY, THROUGHPUT, FORWARD, ESD = "accuracy", "throughput", "forward", "esd"
+KINDS = (ACCURACY, THROUGHPUT, FORWARD, ESD)
+FORWARD_TASK = "perf_forward"
+FORWARD_BEST = "best_samples_per_s@"  # a forward sweep's metric prefix, one per sequence length
 _NOT_METRICS = frozenset({"alias", "name", "sample_len", "sample_count", "samples", " "})
 
 
@@ -101,9 +106,8 @@ class Column:
     settings: Settings | None = None
 
     def sort_key(self) -> tuple:
-        kinds = (ACCURACY, THROUGHPUT, ESD)
         settings = self.settings.sort_key() if self.settings else ()
-        return (kinds.index(self.kind), self.benchmark is None, self.benchmark or 0, self.key, settings)
+        return (KINDS.index(self.kind), self.benchmark is None, self.benchmark or 0, self.key, settings)
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,15 @@ class ResultsIndex:
             members=self.members(name),
         )
 
+    def _sweep_entry(self, name: str, block: dict) -> Entry:
+        """The column of a sweep: ``perf_forward``'s or ``perf_throughput``'s (see the module docstring)."""
+        keys = metric_keys(block)
+        task = (self.configs.get(name) or {}).get("task")
+        if task == FORWARD_TASK or any(k.startswith(("samples_per_s@", FORWARD_BEST)) for k in keys):
+            best = next((k for k in keys if k.startswith(FORWARD_BEST)), None)
+            return self._entry(Column(name, FORWARD), name, best)
+        return self._entry(Column(name, THROUGHPUT), name, _pick(block, "best_decode_tokens_per_s"))
+
     def _resolve(self, name: str) -> list[Entry]:
         block = self.blocks.get(name) or {}
         kids = self.children.get(name, [])
@@ -242,7 +255,7 @@ class ResultsIndex:
                 return [e for kid in kids for e in self._resolve(kid)]
             return [self._entry(Column(BENCHMARKS[bench].column, ACCURACY, bench), name, key)]
         if "points_ok,none" in block:
-            return [self._entry(Column(name, THROUGHPUT), name, _pick(block, "best_decode_tokens_per_s"))]
+            return [self._sweep_entry(name, block)]
         if "alpha_layers,none" in block:
             return [self._entry(Column(name, ESD), name, _pick(block, "alpha_mean"))]
         if any(self.holds_benchmark(kid) for kid in kids):  # e.g. ``leaderboard``: split into benchmarks

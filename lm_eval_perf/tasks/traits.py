@@ -41,6 +41,7 @@ class TaskTraits:
 DEFAULT = TaskTraits()
 TRAITS: dict[str, TaskTraits] = {
     "perf_throughput": TaskTraits(timing_sensitive=True),
+    "perf_forward": TaskTraits(timing_sensitive=True),
     # one stacked batch of Gram matrices (DEFAULT_BATCH_BYTES, 1 GiB) plus eigvalsh's workspace
     "esd": TaskTraits(positions=0, extra_gb=2.0),
     "perplexity_local": TaskTraits(positions="max_length"),

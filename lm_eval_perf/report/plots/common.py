@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from lm_eval_perf.report.identity import RowKey
 
@@ -42,6 +43,23 @@ class Skipped:
 
     name: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One figure of panels: what is drawn (``field`` of each point, where it is drawn from sweep
+    points) and how it is labelled."""
+
+    name: str
+    title: str
+    caption: str
+    field: str
+    ylabel: str
+
+
+# panel (a length or a batch size) -> series label -> (x, y) pairs
+Facets = dict[int, dict[str, list[tuple[float, float]]]]
+BATCH_AXIS = ("batch size", "batch size")  # facet_figure's x: axis label, one value in words
 
 
 class Styles:
@@ -93,6 +111,11 @@ def single_value(values: Sequence[float]) -> float | None:
     return distinct.pop() if len(distinct) == 1 else None
 
 
+def single_reason(what: str, value: float) -> str:
+    """Why a figure over a single measured x value is not drawn."""
+    return f"only one {what} ({value:g}) was measured: no line to draw against it (sweep two or more)"
+
+
 def render(fig: Figure, name: str, title: str, caption: str) -> Plot:
     """PNG (120 dpi) and PDF bytes of ``fig``."""
     png, pdf = io.BytesIO(), io.BytesIO()
@@ -111,3 +134,45 @@ def legend(fig: Figure, axes: list) -> None:
         fig.legend(
             list(seen.values()), list(seen), loc="outside lower center", ncols=min(3, len(seen)), fontsize=8
         )
+
+
+def facet_figure(
+    facets: Facets,
+    styles: Styles,
+    chart: Chart,
+    panel_title: Callable[[int], str],
+    x: tuple[str, str],
+    empty: str,
+    log_y: bool = False,
+    reference: float | None = None,
+) -> Plot | Skipped:
+    """One panel per facet (ascending), one line per series, on a :func:`discrete_x` axis; ``x``:
+    (axis label, what one x value is, in words). Not drawn - :class:`Skipped` with the reason - when
+    there is no data (``empty`` says why) or a single x value. ``reference``: a dotted horizontal line
+    (e.g. a speed-up of 1)."""
+    if not facets:
+        return Skipped(chart.name, empty)
+    only = single_value([x for facet in facets.values() for pairs in facet.values() for x, _ in pairs])
+    if only is not None:
+        return Skipped(chart.name, single_reason(x[1], only))
+    fig, axes = panels(len(facets), chart.title)
+    for ax, facet in zip(axes, sorted(facets)):
+        xs = []
+        for label, pairs in facets[facet].items():
+            pairs.sort()
+            xs += [x for x, _ in pairs]
+            ax.plot(*zip(*pairs), label=label, **styles(label))
+        discrete_x(ax, xs)
+        if log_y:
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.4, 3, 200: no 4x10^-1
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+        if reference is not None:
+            ax.axhline(reference, color="#777777", linestyle=":", linewidth=1)
+        ax.set_title(panel_title(facet), fontsize=9)
+        ax.set_xlabel(x[0])
+        ax.set_ylabel(chart.ylabel)
+        ax.grid(alpha=0.3)
+    legend(fig, axes)
+    return render(fig, chart.name, chart.title, chart.caption)

@@ -1,5 +1,5 @@
 """Figures of the throughput sweeps (records of ``perf_throughput.jsonl``, see
-:mod:`lm_eval_perf.report.throughput`).
+:mod:`lm_eval_perf.report.sweeps`).
 
 * ``throughput_vs_batch_size`` / ``throughput_vs_gen_length`` - decode tokens/s, one panel per
   generated length / batch size, one line per model/precision (compressed rows included);
@@ -19,22 +19,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
 from lm_eval_perf.records.names import slug
 from lm_eval_perf.report.identity import RowKey
 from lm_eval_perf.report.plots.common import (
+    BATCH_AXIS,
+    Chart,
+    Facets,
     Plot,
     Skipped,
     Styles,
     discrete_x,
+    facet_figure,
     legend,
     panels,
     render,
     series_label,
+    single_reason,
     single_value,
 )
-from lm_eval_perf.report.throughput import SweepPoint
+from lm_eval_perf.report.sweeps import SweepPoint
 
 Points = dict[RowKey, list[SweepPoint]]
 MEMORY_FIELDS = (
@@ -42,17 +47,6 @@ MEMORY_FIELDS = (
     ("device_memory_peak_gib", "NVML device memory peak"),
     ("host_rss_peak_gib", "host RSS peak (CPU run)"),
 )
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One sweep figure: what is drawn (``field`` of each point) and how it is labelled."""
-
-    name: str
-    title: str
-    caption: str
-    field: str  # a SweepPoint.value key
-    ylabel: str
 
 
 def _ok(points: Points) -> Points:
@@ -80,41 +74,27 @@ def _why_empty(points: Points, field: str) -> str:
     return f"no measured point has {field}"
 
 
-def _single_reason(x_axis: str, value: float) -> str:
-    what = "batch size" if x_axis == "batch_size" else "generated length"
-    return f"only one {what} ({value:g}) was measured: no line to draw against it (sweep two or more)"
-
-
 def sweep_figure(
     points: Points, styles: Styles, label: Callable[[RowKey], str], x_axis: str, chart: Chart
 ) -> Plot | Skipped:
     """Panels per the other axis (generated length for x = batch size and vice versa), a line per series."""
-    other = "new_tokens" if x_axis == "batch_size" else "batch_size"
-    facets: dict[int, dict[RowKey, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    other = "length" if x_axis == "batch_size" else "batch_size"
+    facets: Facets = defaultdict(lambda: defaultdict(list))
     for row, found in _ok(points).items():
         for p in found:
             y = p.value(chart.field)
             if y is not None:
-                facets[getattr(p, other)][row].append((getattr(p, x_axis), y))
-    if not facets:
-        return Skipped(chart.name, _why_empty(points, chart.field))
-    only = single_value([x for facet in facets.values() for pairs in facet.values() for x, _ in pairs])
-    if only is not None:
-        return Skipped(chart.name, _single_reason(x_axis, only))
-    fig, axes = panels(len(facets), chart.title)
-    for ax, facet in zip(axes, sorted(facets)):
-        xs = []
-        for row, pairs in facets[facet].items():
-            pairs.sort()
-            xs += [x for x, _ in pairs]
-            ax.plot(*zip(*pairs), label=label(row), **styles(label(row)))
-        discrete_x(ax, xs)
-        ax.set_title(f"{'generated length' if other == 'new_tokens' else 'batch size'} {facet}", fontsize=9)
-        ax.set_xlabel("batch size" if x_axis == "batch_size" else "generated tokens per sequence")
-        ax.set_ylabel(chart.ylabel)
-        ax.grid(alpha=0.3)
-    legend(fig, axes)
-    return render(fig, chart.name, chart.title, chart.caption + _failed_note(points))
+                facets[getattr(p, other)][label(row)].append((getattr(p, x_axis), y))
+    what = "generated length" if other == "length" else "batch size"
+    x = BATCH_AXIS if x_axis == "batch_size" else ("generated tokens per sequence", "generated length")
+    return facet_figure(
+        facets,
+        styles,
+        replace(chart, caption=chart.caption + _failed_note(points)),
+        lambda facet: f"{what} {facet}",
+        x,
+        _why_empty(points, chart.field),
+    )
 
 
 def _latency_figure(points: Points, styles: Styles) -> Plot | Skipped:
@@ -122,14 +102,14 @@ def _latency_figure(points: Points, styles: Styles) -> Plot | Skipped:
     longest = {}
     for row, found in _ok(points).items():
         if found:
-            gen = max(p.new_tokens for p in found)
-            longest[row] = [p for p in found if p.new_tokens == gen]
+            gen = max(p.length for p in found)
+            longest[row] = [p for p in found if p.length == gen]
     metrics = [("ttft_s.p50", "TTFT p50 (s)"), ("tpot_s.p50", "TPOT p50 (s)")]
     if not any(p.value(k) is not None for found in longest.values() for p in found for k, _ in metrics):
         return Skipped(name, _why_empty(points, "ttft_s"))
     only = single_value([p.batch_size for found in longest.values() for p in found])
     if only is not None:
-        return Skipped(name, _single_reason("batch_size", only))
+        return Skipped(name, single_reason("batch size", only))
     fig, axes = panels(2, title)
     for ax, (key, ylabel) in zip(axes, metrics):
         xs = []
@@ -137,7 +117,7 @@ def _latency_figure(points: Points, styles: Styles) -> Plot | Skipped:
             pairs = [(p.batch_size, p.value(key)) for p in found if p.value(key) is not None]
             if pairs:
                 xs += [x for x, _ in pairs]
-                text = f"{series_label(row)} (gen {found[0].new_tokens})"
+                text = f"{series_label(row)} (gen {found[0].length})"
                 ax.plot(*zip(*sorted(pairs)), label=text, **styles(series_label(row)))
         discrete_x(ax, xs)
         ax.set_xlabel("batch size")
@@ -188,7 +168,7 @@ def throughput_figures(points: Points, styles: Styles) -> list[Plot | Skipped]:
         names = ("throughput_vs_batch_size", "throughput_vs_gen_length", "latency_ttft_tpot")
         return [Skipped(n, reason) for n in (*names, "peak_memory_vs_batch_size", ENERGY.name)]
     out: list[Plot | Skipped] = []
-    axes = (("batch_size", "batch_size", "batch size"), ("new_tokens", "gen_length", "generated length"))
+    axes = (("batch_size", "batch_size", "batch size"), ("length", "gen_length", "generated length"))
     for x_axis, stem, what in axes:
         chart = Chart(
             f"throughput_vs_{stem}",

@@ -33,6 +33,7 @@ import torch
 from lm_eval_perf.atomic import check_writable, write_atomic
 from lm_eval_perf.errors import UserInputError
 from lm_eval_perf.records.artifacts import ESD_LAYERS
+from lm_eval_perf.records.efficiency import RUN_DEVICE
 from lm_eval_perf.tasks.esd import records
 from lm_eval_perf.tasks.esd.adapter import open_adapter
 from lm_eval_perf.tasks.esd.checkpoint import open_checkpoint
@@ -93,9 +94,15 @@ def _device(name: str | None, fraction: float | None) -> torch.device:
 
 
 def results_record(
-    args: argparse.Namespace, options: ESDOptions, metrics: dict, stats: dict, csv_path: Path
+    args: argparse.Namespace,
+    options: ESDOptions,
+    metrics: dict,
+    stats: dict,
+    csv_path: Path,
+    device: torch.device,
 ) -> dict:
-    """The run as lm-eval's results JSON lays a task run out (what ``process_results.py`` reads)."""
+    """The run as lm-eval's results JSON lays a task run out (what ``process_results.py`` reads);
+    ``device``: where the eigenvalues were computed."""
     model_args = {
         k: v for k, v in (("pretrained", args.model), ("revision", args.revision), ("peft", args.peft)) if v
     }
@@ -108,6 +115,7 @@ def results_record(
             "model_args": model_args,
             "model_dtype": "+".join(stats["stored_dtypes"]),
             "lm_eval_perf_artifacts": {ESD_LAYERS.key: str(csv_path)},
+            RUN_DEVICE: str(device),
         },
         "esd_stream": stats,
         "model_name": args.model,
@@ -133,7 +141,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = records.write_layers(out, who, streamed.result, stamp)
     metrics = {**records.summary_metrics(streamed.result), **records.stream_metrics(streamed.stats)}
-    record = results_record(args, options, metrics, asdict(streamed.stats), csv_path)
+    record = results_record(args, options, metrics, asdict(streamed.stats), csv_path, device)
     write_atomic(out / f"results_{stamp}.json", json.dumps(record, indent=2) + "\n")
     stats = streamed.stats
     print(

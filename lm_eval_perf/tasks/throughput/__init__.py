@@ -5,6 +5,8 @@
 
 Modules, in the order data flows: :mod:`.sweep` (options, points, keys) -> :mod:`.prompts` ->
 :mod:`.generation` (eager and static paths, one timed iteration) -> :mod:`.measure` (one point in
-a monitor window) -> :mod:`.figures` + :mod:`.bottleneck` (arithmetic) -> :mod:`.store` (the JSONL
-resume file) -> :mod:`.runner` (the sweep, OOM handling, lm-eval metrics) -> :mod:`.table`.
+a monitor window) -> :mod:`.figures` (arithmetic) -> :mod:`.runner` (lm-eval metrics) ->
+:mod:`.table`. What every sweep task shares - the JSONL resume file, the sweep loop with its OOM
+handling, the bottleneck rule, profiling, the point's window and memory/energy fields - is in
+:mod:`lm_eval_perf.tasks.sweeps`.
 """

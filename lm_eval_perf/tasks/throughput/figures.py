@@ -14,7 +14,8 @@ With ``n`` measured iterations of batch ``B``, prompt ``P`` and ``G`` new tokens
   layers, in the cache's dtype) / Σ decode time / peak bytes/s; ``prefill_mbu`` (weights once + the
   prompt's K/V) and ``decode_mfu`` (per decode token: 2·(params − embedding − lm_head) + 2·lm_head +
   attention over its P + k keys) complete the roofline. The arithmetic is
-  :mod:`lm_eval_perf.monitor.metrics`'s, shared with the evaluation record; see also :mod:`.bottleneck`.
+  :mod:`lm_eval_perf.monitor.metrics`'s, shared with the evaluation record; see also
+  :mod:`lm_eval_perf.tasks.sweeps.bottleneck`.
 * ``estimates``: figures that are estimates for this model and why (:meth:`ModelShape.estimates`).
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from lm_eval_perf.monitor import DevicePeaks, ModelShape, Stats, metrics
 from lm_eval_perf.monitor.peaks import missing_bandwidth_reason, missing_flops_reason
-from lm_eval_perf.tasks.throughput import bottleneck
+from lm_eval_perf.tasks.sweeps import bottleneck
 from lm_eval_perf.tasks.throughput.generation import Iteration
 from lm_eval_perf.tasks.throughput.sweep import Point
 

@@ -37,8 +37,9 @@ from typing import Any
 import torch
 import transformers
 
+from lm_eval_perf.models.forward_call import autocast
 from lm_eval_perf.monitor.clock import Clock, TokenTimer
-from lm_eval_perf.tasks.throughput.oom import error_text, is_out_of_memory, release_memory
+from lm_eval_perf.tasks.sweeps.oom import error_text, is_out_of_memory, release_memory
 
 WARMUP_STEPS = 3  # eager/compiled decode steps run before a CUDA graph is captured
 CHECK_STEPS = 4  # decode steps compared with eager ones when a compiled or graphed loop is prepared
@@ -69,10 +70,7 @@ def _eos_ids(model) -> list[int]:
 
 
 def _autocast(lm) -> contextlib.AbstractContextManager:
-    dtype = getattr(lm, "mixed_precision_dtype", None)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=lm.device.type, dtype=dtype, cache_enabled=False)
+    return autocast(lm.device.type, getattr(lm, "mixed_precision_dtype", None))
 
 
 class HFGenerate:

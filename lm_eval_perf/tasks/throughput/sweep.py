@@ -7,7 +7,7 @@ Options come from the task YAML's ``metadata`` merged with ``--metadata '{...}'`
   tokens per sequence, each >= 2): the grid. Points run generation length by generation length,
   batch sizes ascending (so the batch sizes above one that ran out of memory can be skipped).
 * ``prompt_len`` (128 tokens) and ``prompt_source``: ``text`` (the bundled public-domain passage
-  ``passage.txt``), ``bbh`` (BIG-Bench Hard inputs from ``bbh_dir`` or ``$LM_EVAL_PERF_BBH_DIR``) or
+  ``sweeps/passage.txt``), ``bbh`` (BIG-Bench Hard inputs from ``bbh_dir`` or ``$LM_EVAL_PERF_BBH_DIR``) or
   ``random`` (token ids drawn with ``seed``). See :mod:`.prompts`.
 * ``min_iterations`` (5) and ``min_seconds`` (3.0 s): each point repeats until both are reached;
   ``warmup_iterations`` (1) iterations run first and are not measured.
@@ -29,16 +29,16 @@ options are ignored - unless they look like a misspelt option, which is an error
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
-from lm_eval_perf.errors import UserInputError
+from lm_eval_perf.tasks.sweeps import options as checked
+from lm_eval_perf.tasks.sweeps.options import digest
+from lm_eval_perf.tasks.sweeps.tokens import PROMPT_SOURCES
 
-PROMPT_SOURCES = ("text", "bbh", "random")
+TASK = "perf_throughput"
 STATIC_COMPILE = ("auto", True, False)
 COMPILE_SHAPES = ("dynamic", "static")
 # Options that choose which points run or how they are reported, not how a point is measured:
@@ -46,14 +46,23 @@ COMPILE_SHAPES = ("dynamic", "static")
 NOT_MEASUREMENT = frozenset(
     {"batch_sizes", "gen_lengths", "profile_point", "overhead_threshold", "max_sweep_seconds"}
 )
+_int = partial(checked.integer, TASK)
+_number = partial(checked.number, TASK)
+_int_list = partial(checked.int_list, TASK)
+_choice = partial(checked.choice, TASK)
 
 
 @dataclass(frozen=True)
 class Point:
     """One measurement of the sweep: ``batch_size`` sequences generating ``new_tokens`` tokens each."""
 
+    LENGTH: ClassVar[str] = "new_tokens"  # the length a batch size that ran out of memory rules out
     batch_size: int
     new_tokens: int
+
+    @property
+    def length(self) -> int:
+        return self.new_tokens
 
     @property
     def label(self) -> str:
@@ -90,12 +99,7 @@ class SweepOptions:
         argument never is (``{"batch_size": [1, 8]}`` is a misspelt ``batch_sizes``).
         """
         names = [f.name for f in fields(cls)]
-        for key, value in options.items():
-            if key in names or (key in ignore and not isinstance(value, (list, tuple))):
-                continue
-            hint = difflib.get_close_matches(key, names, n=1, cutoff=0.85)
-            if hint:
-                raise UserInputError(f"unknown perf_throughput option {key!r} (did you mean {hint[0]!r}?)")
+        checked.check_names(TASK, options, names, ignore)
         given = {k: v for k, v in options.items() if k in names and v is not None}
         values = {**{f.name: f.default for f in fields(cls)}, **given}
         parsed = cls(
@@ -112,15 +116,11 @@ class SweepOptions:
             compile_shapes=_choice("compile_shapes", values["compile_shapes"], COMPILE_SHAPES),
             overhead_threshold=_number("overhead_threshold", values["overhead_threshold"], minimum=0.0),
             profile_point=None if values["profile_point"] is None else str(values["profile_point"]),
-            max_sweep_seconds=(
-                None
-                if values["max_sweep_seconds"] is None
-                else _number("max_sweep_seconds", values["max_sweep_seconds"], minimum=0.0)
+            max_sweep_seconds=checked.optional(
+                values["max_sweep_seconds"], partial(_number, "max_sweep_seconds", minimum=0.0)
             ),
-            inject_oom_from_batch_size=(
-                None
-                if values["inject_oom_from_batch_size"] is None
-                else _int("inject_oom_from_batch_size", values["inject_oom_from_batch_size"], minimum=1)
+            inject_oom_from_batch_size=checked.optional(
+                values["inject_oom_from_batch_size"], partial(_int, "inject_oom_from_batch_size", minimum=1)
             ),
         )
         parsed.profiled_point()  # validates profile_point against the grid
@@ -128,24 +128,11 @@ class SweepOptions:
 
     def points(self) -> Iterator[Point]:
         """The grid in running order: generation lengths as given, batch sizes ascending."""
-        for new_tokens in self.gen_lengths:
-            for batch_size in sorted(self.batch_sizes):
-                yield Point(batch_size, new_tokens)
+        return checked.grid(Point, self.gen_lengths, self.batch_sizes)
 
     def profiled_point(self) -> Point | None:
         """The point named by ``profile_point`` (``"bs=1,gen=128"``), or ``None``."""
-        if self.profile_point is None:
-            return None
-        parts = dict(p.split("=", 1) for p in self.profile_point.replace(" ", "").split(",") if "=" in p)
-        try:
-            point = Point(int(parts["bs"]), int(parts["gen"]))
-        except (KeyError, ValueError):
-            raise UserInputError(
-                f"profile_point={self.profile_point!r}: write it as 'bs=<batch size>,gen=<new tokens>'"
-            ) from None
-        if point not in set(self.points()):
-            raise UserInputError(f"profile_point={self.profile_point!r} is not a point of the sweep")
-        return point
+        return checked.named_point(TASK, self.profile_point, ("bs", "gen"), self.points())
 
     def measurement_options(self) -> dict:
         """The options that change how a point is measured (they go into the point's key)."""
@@ -155,44 +142,6 @@ class SweepOptions:
         if self.compile_shapes == "dynamic":  # the behaviour before the option: its records stay valid
             del values["compile_shapes"]
         return values
-
-
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise UserInputError(f"perf_throughput option {name}={value!r} must be an integer")
-    if value < minimum:
-        raise UserInputError(f"perf_throughput option {name}={value!r} must be >= {minimum}")
-    return int(value)
-
-
-def _number(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise UserInputError(f"perf_throughput option {name}={value!r} must be a number >= {minimum}")
-    return float(value)
-
-
-def _int_list(name: str, value: Any, minimum: int) -> tuple[int, ...]:
-    items = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise UserInputError(f"perf_throughput option {name}={value!r} must be a list of integers")
-    parsed = tuple(_int(name, v, minimum) for v in items)
-    if len(set(parsed)) != len(parsed):
-        raise UserInputError(f"perf_throughput option {name}={value!r} repeats a value")
-    return parsed
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> Any:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"
-    if not any(type(value) is type(a) and value == a for a in allowed):
-        shown = ", ".join(str(a).lower() if isinstance(a, bool) else a for a in allowed)
-        raise UserInputError(f"perf_throughput option {name}={value!r}: use one of {shown}")
-    return value
-
-
-def digest(data: Any) -> str:
-    """A short stable hash of JSON-able ``data`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def point_key(identity: Mapping[str, Any], options: SweepOptions, point: Point) -> dict:

@@ -1,9 +1,10 @@
-"""``profile_point``: one extra iteration of a point under the PyTorch profiler.
+"""``profile_point``: one extra iteration of a sweep point under the PyTorch profiler.
 
 Writes ``trace.json`` (Chrome trace: open in chrome://tracing or https://ui.perfetto.dev) and
 ``top_ops.txt`` (the operators with the most self time: device time on a GPU, CPU time otherwise)
-into ``<artifacts_dir>/perf_throughput_profile/<backend>-<point>/``. The profiled iteration is not
-one of the point's measured iterations (the profiler slows it down).
+into the folder the task names (``<artifacts_dir>/perf_throughput_profile/<backend>-<point>/``,
+``<artifacts_dir>/perf_forward_profile/<point>/``). The profiled iteration is not one of the point's
+measured iterations (the profiler slows it down).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What limits a point: memory bandwidth, compute, or everything else (overhead).
 
-The roofline rule, per phase (prefill, decode). A phase that reads ``B`` bytes and does ``F`` FLOPs
-cannot take less than ``max(B / peak_bandwidth, F / peak_flops)`` seconds. Divided by the measured
-time that is ``max(MBU, MFU)`` - the phase's *roofline fraction*:
+The roofline rule, per phase (a throughput point's prefill and decode; a forward pass). A phase
+that reads ``B`` bytes and does ``F`` FLOPs cannot take less than ``max(B / peak_bandwidth,
+F / peak_flops)`` seconds. Divided by the measured time that is ``max(MBU, MFU)`` - the phase's
+*roofline fraction*:
 
 * roofline fraction < ``threshold`` (default 0.5): **overhead-bound** - most of the time goes to
   neither moving bytes nor doing FLOPs at the device's peak: kernel launches, Python, host syncs,
@@ -10,9 +11,9 @@ time that is ``max(MBU, MFU)`` - the phase's *roofline fraction*:
 * otherwise **memory-bound** if MBU >= MFU (the byte term of the roofline is the larger one), else
   **compute-bound**.
 
-The point's label is the label of the phase that took more of its time (prefill = TTFT, decode =
-the rest), named in ``bottleneck_phase``. Without device peaks (a CPU with no ``peak_flops`` /
-``peak_bandwidth`` given) there is no label.
+A throughput point's label is the label of the phase that took more of its time (prefill = TTFT,
+decode = the rest), named in ``bottleneck_phase``; a forward point has one phase. Without device
+peaks (a CPU with no ``peak_flops`` / ``peak_bandwidth`` given) there is no label.
 """
 
 from __future__ import annotations

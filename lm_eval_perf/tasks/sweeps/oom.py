@@ -6,8 +6,6 @@ import gc
 
 import torch
 
-from lm_eval_perf.tasks.throughput.sweep import Point, SweepOptions
-
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """``torch.OutOfMemoryError``, or a CUDA/cuBLAS error whose text says the memory ran out."""
@@ -30,11 +28,10 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def raise_injected(options: SweepOptions, point: Point) -> None:
-    """The ``inject_oom_from_batch_size`` hook: an ``OutOfMemoryError`` for every large enough batch."""
-    limit = options.inject_oom_from_batch_size
-    if limit is not None and point.batch_size >= limit:
+def raise_injected(limit: int | None, batch_size: int) -> None:
+    """The ``inject_oom_from_batch_size`` test hook: an ``OutOfMemoryError`` when ``batch_size`` is at
+    least ``limit``, raised before the point runs, exactly like a real out-of-memory error."""
+    if limit is not None and batch_size >= limit:
         raise torch.OutOfMemoryError(
-            f"injected out-of-memory error: batch_size {point.batch_size} >= "
-            f"inject_oom_from_batch_size {limit}"
+            f"injected out-of-memory error: batch_size {batch_size} >= inject_oom_from_batch_size {limit}"
         )

@@ -1,4 +1,4 @@
-"""The sweep's results file: one JSON record per finished point, the resume state of the sweep.
+"""A sweep's results file: one JSON record per finished point, the resume state of the sweep.
 
 Every append rewrites the whole file atomically (:func:`lm_eval_perf.atomic.write_atomic`: the
 current lines plus the new one go to a temporary file in the same folder, are flushed and fsync'ed,
@@ -30,7 +30,7 @@ class ResultsFile:
         try:
             return self.path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise UserInputError(f"cannot read the throughput results {self.path}: {exc.strerror}") from exc
+            raise UserInputError(f"cannot read the sweep results {self.path}: {exc.strerror}") from exc
 
     def records(self) -> dict[str, dict]:
         """Finished points by ``key_id`` (the last record wins if a key appears twice)."""
@@ -50,4 +50,4 @@ class ResultsFile:
         try:
             write_atomic(self.path, "\n".join(lines) + "\n")
         except OSError as exc:
-            raise UserInputError(f"cannot write the throughput results {self.path}: {exc.strerror}") from exc
+            raise UserInputError(f"cannot write the sweep results {self.path}: {exc.strerror}") from exc
