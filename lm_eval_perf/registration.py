@@ -13,7 +13,8 @@ applied the moment the corresponding lm-eval module has loaded (``lm_eval_perf._
    loads), the inputs of the tasks in :data:`INPUT_CHECKS` are checked (the BBH folder), and lm-eval's
    generic notice "Custom kwargs can be passed to ``--metadata``", which it logs for every task with
    a ``custom_dataset`` function (24 times per BBH run), is dropped for this project's tasks (their
-   options are documented in the README) - lm-eval's own tasks keep it.
+   options are documented in the README) - lm-eval's own tasks keep it. lm-eval's index of its own
+   task folder is read from a cache while the folder is unchanged (:mod:`lm_eval_perf.task_index`).
 3. ``lm_eval.loggers.evaluation_tracker`` - the run's ``EvaluationTracker`` is remembered
    (:func:`output_path`, :func:`results_dir`), so ``perf-hf`` can refuse an unwritable output path
    before evaluating, and plugin tasks write their per-point and per-layer files next to lm-eval's
@@ -105,6 +106,11 @@ def _extend_task_manager(manager_module: ModuleType) -> None:
     cls = manager_module.TaskManager
     if getattr(cls.__init__, "_lm_eval_perf", False):
         return
+    from importlib.metadata import version
+
+    from lm_eval_perf.task_index import install
+
+    install(manager_module.TaskIndex, Path(manager_module.__file__).parent, version("lm_eval"))
     original = cls.__init__
     original_match = cls.match_tasks
     task_logger = logging.getLogger("lm_eval.api.task")
