@@ -53,8 +53,8 @@ def _folder_index(build: Callable, folder: Path, version: str) -> dict:
         saved_stamp, index = pickle.loads(cache.read_bytes())
         if saved_stamp == stamp:
             return index
-    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError, AttributeError, ImportError):
-        pass  # no cache yet, or one this lm-eval cannot read: parse afresh
+    except Exception:  # no cache yet, or a file this lm-eval cannot unpickle (any error): parse afresh
+        pass
     index = build([folder])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
