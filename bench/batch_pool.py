@@ -21,7 +21,8 @@ subprocesses, one per free GPU. Reported:
 Checks: every job done, each on its own GPU(s) (no two jobs on one GPU at once), and the resume
 runs nothing and rewrites no result.
 
-``--part packing``: the same matrix - ``bundled:smollm2`` (SmolLM2-135M-Instruct) in bfloat16,
+``--part packing``: the same matrix - ``--model`` (default ``bundled:smollm2``, SmolLM2-135M-Instruct;
+``arch:smollm2-135m`` has its shapes with random weights, so the same work) in bfloat16,
 float16 and int4 × (BBH: ``leaderboard_bbh_local``, 3-shot, ``--limit 20`` per subtask, batch 16;
 ESD) - run by ``batch_eval.py`` twice on the first GPU: one job at a time (``jobs_per_gpu: 1``) and
 packed (``jobs_per_gpu: 6``, memory-aware). Reported: both wall times, their ratio (goal >= 2×) and
@@ -208,15 +209,15 @@ def utilization(args: argparse.Namespace) -> dict:
     return {**row, "records": records}
 
 
-def packing_config(folder: Path, small: bool, bbh_dir: str, packed: bool) -> Path:
-    """The packing matrix: one job at a time, or packed (GPU: jobs_per_gpu; CPU: workers)."""
+def packing_config(folder: Path, small: bool, bbh_dir: str, packed: bool, model: str) -> Path:
+    """The packing matrix of ``model``: one job at a time, or packed (GPU: jobs_per_gpu; CPU: workers)."""
     bbh = {"name": "leaderboard_bbh_local", "label": "bbh", "metadata": {"bbh_dir": bbh_dir}}
     bbh |= {"num_fewshot": 0, "limit": 1, "batch_size": 4} if small else {"limit": 20, "batch_size": 16}
     config = {
         "output_dir": str(folder / "out"),
         "timeout": 3600,
         "precisions": ["float32", "bfloat16"] if small else ["bfloat16", "float16", "int4"],
-        "models": [{"pretrained": "arch:tiny-llama" if small else "bundled:smollm2", "name": "smollm2"}],
+        "models": [{"pretrained": "arch:tiny-llama" if small else model, "name": "smollm2"}],
         "tasks": [bbh, {"name": "esd", "metadata": {"eig_dtype": "float32"} if small else {}}],
     }
     config |= {"workers": 4 if packed else 1} if small else {"jobs_per_gpu": 6 if packed else 1}
@@ -241,7 +242,7 @@ def packing(args: argparse.Namespace) -> dict:
     """Packed against one job at a time on one GPU (CPU: one worker against four)."""
     probe = None if args.small else detect()
     small = args.small or probe is None
-    if not small:
+    if not small and args.model == "bundled:smollm2":
         from lm_eval_perf.models.bundled import smollm2_hf_dir
 
         smollm2_hf_dir()  # converted once, before either run is timed
@@ -251,7 +252,7 @@ def packing(args: argparse.Namespace) -> dict:
         for packed in (False, True):
             folder = Path(tmp) / ("packed" if packed else "alone")
             folder.mkdir()
-            proc, wall = batch(packing_config(folder, small, args.bbh_dir, packed))
+            proc, wall = batch(packing_config(folder, small, args.bbh_dir, packed, args.model))
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             store = json.loads(Layout(folder / "out").store.read_text())["jobs"]
             runs["packed" if packed else "alone"] = {
@@ -276,7 +277,7 @@ def packing(args: argparse.Namespace) -> dict:
             ],
             [
                 [
-                    "tiny-llama" if small else "SmolLM2-135M",
+                    "tiny-llama" if small else args.model,
                     where,
                     fmt(len(runs["alone"]["jobs"])),
                     fmt(runs["alone"]["wall_s"], 1),
@@ -392,6 +393,11 @@ def main() -> None:
         "--executor", choices=("local", "slurm"), default="local", help="--part overhead: whose overhead"
     )
     parser.add_argument("--partition", help="--executor slurm: the partition (default: the cluster's)")
+    parser.add_argument(
+        "--model",
+        default="bundled:smollm2",
+        help="--part packing on a GPU: the model (arch:smollm2-135m: same shapes, random weights)",
+    )
     parser.add_argument(
         "--bbh-dir",
         default=default_directory(),
