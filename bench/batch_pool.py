@@ -195,8 +195,8 @@ def utilization(args: argparse.Namespace) -> dict:
                     setup["model"],
                     fmt(row["jobs"]),
                     fmt(row["jobs_per_slot"], 1),
-                    fmt(makespan, 1),
-                    fmt(busy, 1),
+                    fmt(makespan),
+                    fmt(busy),
                     fmt(utilization),
                     ">= 0.95 (at 4:1)",
                     fmt(resume_s, 2),
@@ -205,7 +205,7 @@ def utilization(args: argparse.Namespace) -> dict:
             ],
         )
     )
-    print(f"\nbatch_eval.py end to end (incl. task-name check and start-up): {fmt(wall, 1)} s")
+    print(f"\nbatch_eval.py end to end (incl. task-name check and start-up): {fmt(wall)} s")
     return {**row, "records": records}
 
 
@@ -280,8 +280,8 @@ def packing(args: argparse.Namespace) -> dict:
                     "tiny-llama" if small else args.model,
                     where,
                     fmt(len(runs["alone"]["jobs"])),
-                    fmt(runs["alone"]["wall_s"], 1),
-                    fmt(runs["packed"]["wall_s"], 1),
+                    fmt(runs["alone"]["wall_s"]),
+                    fmt(runs["packed"]["wall_s"]),
                     fmt(ratio, 2),
                     ">= 2" if not small else "--",
                     "yes" if identical else "NO",

@@ -18,7 +18,7 @@ from lm_eval_perf.models.forward_call import ForwardCall
 from lm_eval_perf.models.perf_hf import PerfHFLM
 from lm_eval_perf.monitor import metrics
 from lm_eval_perf.records.artifacts import FORWARD
-from lm_eval_perf.tasks.forward import runner
+from lm_eval_perf.tasks.forward import runner, table
 from lm_eval_perf.tasks.forward.options import ForwardOptions
 from lm_eval_perf.tasks.throughput import runner as throughput
 from tests.classifiers import write_csv
@@ -227,3 +227,23 @@ def test_a_labelled_file_without_the_text_column_is_a_one_line_error(classifier,
     with pytest.raises(UserInputError, match=r"has no column 'text' .*it has utterance, intent"):
         runner.run(classifier, {**FAST, "path": str(data), "batch_sizes": [1], "seq_lengths": [8]})
     assert not in_tmp.exists()
+
+
+def test_the_tables_rates_keep_four_significant_figures_in_the_millions():
+    """An H100 sweep printed 1,066,000 tokens/s as ``1e+06`` (one significant figure)."""
+    point = {
+        "key": {"batch_size": 32, "seq_len": 128},
+        "status": "ok",
+        "samples_per_s": 8325.9,
+        "batches_per_s": 260.18,
+        "tokens_per_s": 1_065_715.2,
+        "avg_power_w": 233.7,
+    }
+    cells = [c.strip() for c in table.render([point]).splitlines()[2].split("|")[1:-1]]
+    rates = dict(zip(table.HEADER, cells))
+    assert (rates["samples/s"], rates["batches/s"], rates["tokens/s"], rates["W"]) == (
+        "8326",
+        "260.2",
+        "1.066e+06",
+        "233.7",
+    )

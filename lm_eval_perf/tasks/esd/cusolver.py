@@ -10,8 +10,9 @@ hence this binding. Documented limits: n ≤ 32768 and n²·batch < 2³¹ (the b
 
 The ESD estimator uses it wherever it can run (``eig_solver: auto``, the default; see :func:`usable`):
 a backward-stable dense solver like ``syevd``. On an H100 (``python -m bench.esd``, BENCHMARKS.md) it
-solved the 197 Gram matrices of a 7B-class model in 8.06 s against 13.36 s, with alpha equal to a
-float64 SVD reference within 1e-13 in every ``fix_fingers`` mode; the CPU test suite cannot run it.
+solved the 197 Gram matrices of a 7B-class model in 7.75 s (16 GiB batches) against 13.36 s, with
+alpha equal to a float64 SVD reference within 1e-13 in every ``fix_fingers`` mode; the CPU test suite
+cannot run it.
 
 The library is the ``libcusolver`` torch itself loaded (``nvidia-cusolver`` wheels or the CUDA
 toolkit); one handle per thread and device, bound to the current CUDA stream at each call.
