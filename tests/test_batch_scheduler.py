@@ -263,7 +263,20 @@ def test_second_batch_on_the_same_output_folder_is_refused(tmp_path):
         pass
 
 
-def test_ctrl_c_stops_running_jobs_and_leaves_them_pending(tmp_path):
+@pytest.fixture
+def ctrl_c_as_in_a_fresh_process():
+    """SIGINT as a freshly started batch_eval gets it: Python's KeyboardInterrupt handler, not blocked.
+
+    Tests run in a long-lived pytest worker, where a library an earlier test loaded may have left
+    SIGINT ignored or blocked (a run of the whole suite once slept through this test's signal)."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_ctrl_c_stops_running_jobs_and_leaves_them_pending(tmp_path, ctrl_c_as_in_a_fresh_process):
     jobs = [sleep_job(f"m{i}/fp32/t", "sleep=60") for i in range(3)]
     layout = Layout(tmp_path)
     pool = LocalPool(layout, None, workers=2)
