@@ -11,6 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
+def readme_block(first: str) -> str:
+    """The bash block of the README that holds a line starting with ``first``, as bash runs it."""
+    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S):
+        if any(line.startswith(first) for line in block.splitlines()):
+            joined = block.replace("\\\n", " ")
+            return "\n".join(line.split("  #")[0].strip() for line in joined.splitlines() if line.strip())
+    raise AssertionError(f"no README bash block with a line starting {first!r}")
+
+
 def readme_commands() -> list[str]:
     """Every command of the README's ``bash`` blocks: continuation lines joined, comments dropped."""
     text = (REPO / "README.md").read_text()
