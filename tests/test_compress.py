@@ -240,30 +240,17 @@ def test_pickled_model_needs_allow_pickle(tmp_path, tiny_model_dir):
     assert trusted.plan.record(trusted.model)["compression"]["source"] == "pickle"
 
 
-SUBSET = ("boolean_expressions", "sports_understanding")  # the shortest inputs, two choices each
-
-
 @pytest.mark.slow
-def test_smollm2_perplexity_worsens_as_ratio_falls(tmp_path, bbh_dir, capsys):
-    """Real weights at ratios 1.0, 0.8, 0.6: a local BBH subset (2 two-choice subtasks, 16 docs each,
-    0-shot, lm-eval's own leaderboard_bbh configs) and perplexity of the local text (sized for a
-    2-core CPU: a SmolLM2 forward pass of 300 tokens takes seconds there)."""
+def test_smollm2_perplexity_worsens_as_ratio_falls(capsys):
+    """Real weights at ratios 1.0, 0.8, 0.6: word perplexity of the local text (perplexity_local, sized
+    for a 2-core CPU: a SmolLM2 forward pass of 300 tokens takes seconds there). BBH accuracy of a
+    135M model is at chance level even uncompressed, so no accuracy is measured here."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     from lm_eval_perf.registration import ensure_registered
 
     ensure_registered()
-    members = "".join(
-        f"  - task: leaderboard_bbh_{n}\n    dataset_kwargs: {{bbh_subset: {n}}}\n" for n in SUBSET
-    )
-    (tmp_path / "subset.yaml").write_text(
-        "group: bbh_local_subset\ncustom_dataset: !function lm_eval_perf.tasks.bbh_local.data.load\ntask:\n"
-        + members
-        + "aggregate_metric_list:\n  - {metric: acc_norm, aggregation: mean, weight_by_size: true}\n"
-    )
-    manager = TaskManager(include_path=str(tmp_path), metadata={"bbh_dir": str(bbh_dir)})
-    scores = {}
+    perplexity = {}
     for ratio in (1.0, 0.8, 0.6):
         lm = PerfHFLM(
             pretrained="bundled:smollm2",
@@ -273,20 +260,8 @@ def test_smollm2_perplexity_worsens_as_ratio_falls(tmp_path, bbh_dir, capsys):
             batch_size=16,
             print_summary=False,
         )
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=["bbh_local_subset", "perplexity_local"],
-            limit=10,
-            num_fewshot=0,
-            task_manager=manager,
-            metadata={"bbh_dir": str(bbh_dir)},
-        )["results"]
-        scores[ratio] = (
-            results["bbh_local_subset"]["acc_norm,none"],
-            results["perplexity_local"]["word_perplexity,none"],
-        )
+        results = lm_eval.simple_evaluate(model=lm, tasks=["perplexity_local"], limit=10)["results"]
+        perplexity[ratio] = results["perplexity_local"]["word_perplexity,none"]
     with capsys.disabled():
-        print("\nSmolLM2 svd_ratio -> (BBH subset acc_norm, word perplexity):", scores)
-    # Perplexity must rise as the ratio falls. BBH accuracy of a 135M model is at chance level even
-    # uncompressed, so its numbers are printed (and reported), not asserted: they are noise here.
-    assert scores[1.0][1] < scores[0.8][1] < scores[0.6][1]
+        print("\nSmolLM2 svd_ratio -> word perplexity:", perplexity)
+    assert perplexity[1.0] < perplexity[0.8] < perplexity[0.6]
