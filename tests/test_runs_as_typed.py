@@ -1,6 +1,7 @@
 """`lm_eval --model perf-hf` runs as users type it on a CPU-only machine, and its record is the whole
 run's: no `--device` (the README's data-parallel command, run as printed; the demo's in test_readme),
-data parallel over two processes, `--batch_size auto`, a plugin task after an evaluation task.
+data parallel over two processes, `--batch_size auto`, a plugin task after an evaluation task (two
+BBH subtasks: what these pin does not depend on how many).
 
 Real parts: lm-eval's CLI in a subprocess, the bundled SmolLM2 weights, tiny-llama built from its config
 (lm-eval seeds torch before the model is made, so every process builds the same weights), BBH files
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import bbh_group_yaml
 
 from lm_eval_perf.records.artifacts import FORWARD
 from tests.readme import readme_command, run_as_printed
@@ -28,6 +30,15 @@ def workdir(tmp_path_factory, bbh_dir) -> Path:
     (base / "shared").symlink_to(bbh_dir.parent.parent)
     (base / "work").mkdir()
     return base / "work"
+
+
+@pytest.fixture(scope="module")
+def bbh_pair(tmp_path_factory) -> Path:
+    """The include folder of ``bbh_pair``: two of leaderboard_bbh_local's 24 subtasks (3-shot, local
+    files), the evaluation task of the tests about what else runs in the same process."""
+    include = tmp_path_factory.mktemp("bbh_pair")
+    (include / "bbh_pair.yaml").write_text(bbh_group_yaml("bbh_pair", ["boolean_expressions", "navigate"]))
+    return include
 
 
 def results_of(folder: Path) -> dict:
@@ -114,15 +125,9 @@ def test_data_parallel_cpu_run_records_the_whole_run_like_one_process(workdir, b
 
 
 @pytest.mark.slow
-def test_batch_size_auto_probe_stays_out_of_the_record(tmp_path, bbh_dir):
-    common = [
-        "--model_args",
-        "pretrained=arch:tiny-llama",
-        "--tasks",
-        "leaderboard_bbh_local",
-        "--limit",
-        "1",
-    ]
+def test_batch_size_auto_probe_stays_out_of_the_record(tmp_path, bbh_dir, bbh_pair):
+    common = ["--model_args", "pretrained=arch:tiny-llama", "--include_path", str(bbh_pair)]
+    common += ["--tasks", "bbh_pair", "--limit", "1"]
     auto = lm_eval([*common, "--batch_size", "auto", "--max_batch_size", "4"], tmp_path / "auto", bbh_dir)
     fixed = lm_eval([*common, "--batch_size", "4"], tmp_path / "fixed", bbh_dir)
     record = auto["config"]["efficiency"]
@@ -140,8 +145,9 @@ def test_batch_size_auto_probe_stays_out_of_the_record(tmp_path, bbh_dir):
 
 
 @pytest.mark.slow
-def test_plugin_task_after_an_evaluation_task_stays_out_of_its_windows(tmp_path, bbh_dir):
-    args = ["--model_args", "pretrained=arch:tiny-llama", "--tasks", "leaderboard_bbh_local,perf_throughput"]
+def test_plugin_task_after_an_evaluation_task_stays_out_of_its_windows(tmp_path, bbh_dir, bbh_pair):
+    args = ["--model_args", "pretrained=arch:tiny-llama", "--include_path", str(bbh_pair)]
+    args += ["--tasks", "bbh_pair,perf_throughput"]
     sweep = {"batch_sizes": [1], "gen_lengths": [4], "prompt_len": 16, "min_iterations": 2, "min_seconds": 0}
     results = lm_eval([*args, "--limit", "1", "--batch_size", "4"], tmp_path, bbh_dir, **sweep)
     record = results["config"]["efficiency"]
