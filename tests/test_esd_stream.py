@@ -3,7 +3,8 @@
 Real parts only: the bundled SmolLM2 (its converted safetensors folder and its GGUF file), tiny models
 saved by transformers (sharded with a small ``max_shard_size``), LoRA adapters saved by peft and merged
 by peft's ``merge_and_unload`` for the reference, and the CLI run as a child process whose peak resident
-memory the parent reads from the kernel (``os.wait4``).
+memory the parent reads from the kernel (``os.wait4``). The streamed SmolLM2 against the loaded one is
+in test_esd_task.py, against the rows of that file's ``--tasks esd`` run.
 """
 
 from __future__ import annotations
@@ -57,18 +58,6 @@ def save_tiny(folder: Path, *, layers: int = 2, shard: str = "2GB", **overrides)
 
 
 # -- the bundled SmolLM2: safetensors folder and GGUF file -----------------------------------------
-
-
-@pytest.mark.slow
-def test_streamed_smollm2_gives_the_loaded_models_rows(smollm2_dir):
-    import transformers
-
-    loaded = analyze(transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32))
-    streamed = analyze_checkpoint(open_checkpoint(str(smollm2_dir)))
-    assert len(streamed.result.rows) == len(loaded.rows) >= 200
-    assert streamed.result.rows[-1]["longname"] == "lm_head"  # tied to the embedding: read once, from it
-    assert_same_rows(streamed.result.rows, loaded.rows)
-    assert streamed.stats.files == 1 and streamed.stats.stored_dtypes == ("float32",)
 
 
 def test_gguf_tensors_are_those_of_the_converted_folder(smollm2_dir):

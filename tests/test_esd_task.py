@@ -1,4 +1,5 @@
-"""``--tasks esd`` end to end: real SmolLM2 weights through the CLI, a LoRA adapter merged, bad options."""
+"""``--tasks esd`` end to end: real SmolLM2 weights through the CLI (and the streamed path, which must give
+the same rows), a LoRA adapter merged, bad options."""
 
 from __future__ import annotations
 
@@ -52,18 +53,25 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
-def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
+@pytest.fixture(scope="module")
+def smollm2_esd(tmp_path_factory) -> tuple[dict, Path, list[dict[str, str]]]:
+    """``lm_eval --tasks esd`` on the bundled SmolLM2 (the loaded-model path): its results JSON, the
+    JSON's path and the rows of the layer table it names."""
+    out = tmp_path_factory.mktemp("smollm2_esd")
     done = _lm_eval(
-        "--model_args", "pretrained=bundled:smollm2", "--tasks", "esd", "--output_path", str(tmp_path),
-        cwd=tmp_path,
+        "--model_args", "pretrained=bundled:smollm2", "--tasks", "esd", "--output_path", str(out), cwd=out
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    [results_json] = tmp_path.glob("*/results_*.json")
+    [results_json] = out.glob("*/results_*.json")
     results = json.loads(results_json.read_text())
+    return results, results_json, _read_csv(Path(results["config"]["lm_eval_perf_artifacts"][ESD_LAYERS.key]))
+
+
+@pytest.mark.slow
+def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(smollm2_esd):
+    results, results_json, rows = smollm2_esd
     layers_csv = Path(results["config"]["lm_eval_perf_artifacts"][ESD_LAYERS.key])
     assert layers_csv.parent == results_json.parent and layers_csv.name.startswith("esd_layers_")
-    rows = _read_csv(layers_csv)
     assert len(rows) >= 200
     assert list(rows[0]) == [*IDENTITY_COLUMNS, *COLUMNS]
     for row in rows:
@@ -77,6 +85,23 @@ def test_smollm2_runs_end_to_end_with_finite_metrics_for_every_layer(tmp_path):
     assert metrics["total_params,none"] == sum(int(r["params"]) for r in rows)
     alphas = sorted(float(r["alpha"]) for r in rows)
     assert metrics["alpha_median,none"] == pytest.approx(float(np.median(alphas)), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_streamed_smollm2_gives_the_rows_of_the_loaded_model(smollm2_esd, smollm2_dir):
+    """The streamed path (safetensors read tensor by tensor) against the task's loaded-model rows."""
+    from test_esd_stream import assert_same_rows
+
+    from lm_eval_perf.tasks.esd.checkpoint import open_checkpoint
+    from lm_eval_perf.tasks.esd.stream import analyze_checkpoint
+
+    whole = {"longname": str, "M": int, "N": int, "params": int, "num_evals": int, "matrix_rank": int}
+    loaded = [{c: whole.get(c, float)(row[c]) for c in COLUMNS} for row in smollm2_esd[2]]  # floats repr'd
+    streamed = analyze_checkpoint(open_checkpoint(str(smollm2_dir)))
+    assert len(streamed.result.rows) == len(loaded) >= 200
+    assert streamed.result.rows[-1]["longname"] == "lm_head"  # tied to the embedding: read once, from it
+    assert_same_rows(streamed.result.rows, loaded)
+    assert streamed.stats.files == 1 and streamed.stats.stored_dtypes == ("float32",)
 
 
 @pytest.mark.slow
