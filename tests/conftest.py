@@ -24,11 +24,21 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The files whose module fixtures run lm-eval end to end for minutes (the README's first hour: the demo
-# and the hf comparison together) go first, so that `make test`'s two xdist workers (--dist loadfile
-# --no-loadscope-reorder: files in this order, not largest test count first) finish together instead
-# of one starting the longest file when the other is nearly done.
-LONGEST_FIRST = ("test_readme.py", "test_runs_as_typed.py", "test_batch_runs.py", "test_report_outputs.py")
+# The files that take longest go first, longest first (measured on the 2-core machine, 1 thread per
+# worker): test_readme.py's module fixture runs the README's first hour (the demo and the hf comparison,
+# at the same time) for minutes and holds its worker alone, while the other worker starts on the rest;
+# `make test`'s workers (--dist loadfile --no-loadscope-reorder: files in this order, not largest test
+# count first) then finish together instead of one starting a long file when the other is nearly done.
+LONGEST_FIRST = (
+    "test_readme.py",
+    "test_runs_as_typed.py",
+    "test_batch_runs.py",
+    "test_esd_stream.py",
+    "test_compress.py",
+    "test_report_outputs.py",
+    "test_esd_task.py",
+    "test_perf_hf_equivalence.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
