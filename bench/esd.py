@@ -815,6 +815,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = _parser().parse_args()
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
     if args.ww_child:
         _ww_child(args.ww_child)
         return
