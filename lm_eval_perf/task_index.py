@@ -56,8 +56,7 @@ def _folder_index(build: Callable, folder: Path, version: str) -> dict:
     except Exception:  # no cache yet, or a file this lm-eval cannot unpickle (any error): parse afresh
         pass
     index = build([folder])
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+    try:  # write_atomic makes the cache folder
         write_atomic(cache, pickle.dumps((stamp, index), protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as exc:  # a read-only cache costs the parse next time, nothing else
         log.debug("task index not cached in %s: %s", cache, exc)
